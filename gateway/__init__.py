@@ -1,0 +1,1 @@
+"""Access-control and credential gateway: the central service (web, decisions, audit)."""
