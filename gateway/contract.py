@@ -26,11 +26,11 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_TOKEN_CHARS = 1024
 ANSWER_TTL_MS = 5000  # how long a signed answer may be acted on
 _SIGNING_DOMAIN = b"acs-decision-v1\n"  # keeps decision signatures from meaning anything elsewhere
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-_NONCE = re.compile(r"^[0-9a-f]{32}$")
-_REASON = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-_KID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SIG = re.compile(r"^[A-Za-z0-9_-]{86}$")  # 64 bytes, base64url without padding
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}\Z")
+_NONCE = re.compile(r"^[0-9a-f]{32}\Z")
+_REASON = re.compile(r"^[a-z][a-z0-9_]{0,47}\Z")
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_SIG = re.compile(r"^[A-Za-z0-9_-]{86}\Z")  # 64 bytes, base64url without padding
 
 
 class ContractError(ValueError):
@@ -99,11 +99,11 @@ def _load(payload: bytes, kind: str, fields: set[str]) -> dict[str, Any]:
         raise ContractError(f"{kind}: payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ContractError(f"{kind}: not UTF-8 JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ContractError(f"{kind}: expected a JSON object")
-    if data.get("v") != VERSION:
+    if isinstance(data.get("v"), bool) or data.get("v") != VERSION:  # true == 1 in Python
         raise ContractError(f"{kind}: unsupported version {data.get('v')!r:.20} (expected {VERSION})")
     unknown = set(data) - fields - {"v"}
     if unknown:

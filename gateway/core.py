@@ -38,6 +38,7 @@ class Reason(StrEnum):
     # decided outside the core
     GATEWAY_UNREACHABLE = "gateway_unreachable"
     NOT_LOGGED = "not_logged"
+    NONCE_REUSED = "nonce_reused"
 
 
 @dataclass(frozen=True)

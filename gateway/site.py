@@ -22,8 +22,8 @@ OFFLINE_POLICIES = ("deny_all", "verify_locally")
 ZONE_ACCESS = ("explicit", "inherit")
 GATE_DIRECTIONS = ("one_way", "two_way")
 READER_SIDES = ("in", "out")
-_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
-_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}\Z")
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z|^24:00\Z")
 
 
 class SiteError(ValueError):
@@ -37,7 +37,10 @@ class TimeWindow:
     end: dt.time  # 24:00 is stored as time.max
 
     def contains(self, local: dt.datetime) -> bool:
-        return DAYS[local.weekday()] in self.days and self.start <= local.time() < self.end
+        t = local.time()
+        # `end` is exclusive, except 24:00 (time.max), which must still hold the day's last microsecond
+        before_end = t < self.end or self.end == dt.time.max
+        return DAYS[local.weekday()] in self.days and self.start <= t and before_end
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,8 @@ def load_site(path: str | Path) -> Site:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise SiteError(f"{p}: cannot read the site file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SiteError(f"{p}: not UTF-8 text (byte {exc.start})") from exc
     return parse_site(text, source=str(p))
 
 
@@ -411,13 +416,13 @@ def _build_gates(items: tuple[dict[str, Any], ...], zones: Mapping[str, Zone]) -
         controller = None
         if "controller" in data:
             c = _fields(data["controller"], f"{path}.controller", {"bus": _code, "address": _int(0, 126)}, {})
-            key = (c["bus"], c["address"])
-            if key in buses:
+            bus_key = (c["bus"], c["address"])
+            if bus_key in buses:
                 raise SiteError(
                     f"{path}.controller.address: bus {c['bus']!r} address {c['address']} "
-                    f"is already used by gate {buses[key]!r}"
+                    f"is already used by gate {buses[bus_key]!r}"
                 )
-            buses[key] = data["code"]
+            buses[bus_key] = data["code"]
             controller = Controller(bus=c["bus"], address=c["address"])
         data["controller"] = controller
         parsed.append(data)

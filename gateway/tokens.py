@@ -21,8 +21,8 @@ from gateway.core import BadgeClaims, Reason, TokenProblem
 
 BADGE_TYP = "badge"
 ALGORITHM = "EdDSA"
-_ID = re.compile(r"^[A-Za-z0-9_-]{4,40}$")
-_ZONE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}$")
+_ID = re.compile(r"^[A-Za-z0-9_-]{4,40}\Z")
+_ZONE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}\Z")
 _CLAIMS = {"iss", "jti", "sub", "zn", "nbf", "exp"}
 
 BadgeKeys = Mapping[str, Ed25519PublicKey]  # kid -> accepted public key
@@ -57,7 +57,7 @@ def verify_token(token: str, keys: BadgeKeys, issuer: str) -> BadgeClaims | Toke
         return TokenProblem(Reason.TOKEN_MALFORMED, "not a compact JWT")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError as exc:
+    except jwt.PyJWTError as exc:  # DecodeError, and InvalidTokenError for a non-string kid or a bad crit
         return TokenProblem(Reason.TOKEN_MALFORMED, f"unreadable header: {exc}")
     if header.get("alg") != ALGORITHM:
         return TokenProblem(Reason.BAD_SIGNATURE, f"algorithm {str(header.get('alg'))[:20]!r} is not accepted")

@@ -35,3 +35,60 @@ def broker(tmp_path_factory: pytest.TempPathFactory, site: Site) -> Iterator[Bro
         proc.wait(5)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+PG_URL = os.environ.get("ACCESSGW_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _pg_schema_url() -> Iterator[str]:
+    """A fresh schema in the test database; dropped afterwards. Under CI an unreachable server is an error."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required under CI and is not reachable at {PG_URL}: {exc}")
+        pytest.skip(f"no PostgreSQL at {PG_URL}")
+    try:
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each supported kind, migrated to the current schema."""
+    from gateway.db.engine import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gateway.db'}"
+        upgrade(url)
+        yield url
+    else:
+        for url in _pg_schema_url():
+            upgrade(url)
+            yield url
+
+
+@pytest.fixture
+def instance(tmp_path: Path, database_url: str, site: Site):  # type: ignore[no-untyped-def]
+    """A gateway instance (keys, settings) on each database kind, with the site mirrored."""
+    from gateway.cli import sync_site
+    from gateway.instance import create_instance, load_instance
+
+    folder = tmp_path / "instance"
+    create_instance(folder, database_url, SITE_FILE, site.code)
+    inst = load_instance(folder)
+    sync_site(inst, site)
+    return inst

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2 models, engine set-up, and the repositories the services use."""

@@ -1,0 +1,160 @@
+"""SQLAlchemy 2 models. Every schema change goes through an Alembic migration in gateway/migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import DateTime, TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores naive UTC, returns aware UTC: SQLite keeps no zone, and a naive time is a bug waiting."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Organisation(Base):
+    """A national contingent, police or gendarmerie unit, army unit or private security company."""
+
+    __tablename__ = "organisations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(48), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(32))  # police, gendarmerie, military, private_security, ...
+    country: Mapped[str] = mapped_column(String(2))  # ISO 3166-1 alpha-2
+    holders: Mapped[list[Holder]] = relationship(back_populates="organisation")
+
+
+class Holder(Base):
+    """A person who guards the event and holds a badge."""
+
+    __tablename__ = "holders"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # opaque, random: it is in the QR code
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"))
+    family_name: Mapped[str] = mapped_column(String(120))
+    given_name: Mapped[str] = mapped_column(String(120))
+    country: Mapped[str] = mapped_column(String(2))
+    role: Mapped[str] = mapped_column(String(48))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active, suspended
+    photo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    photo_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    organisation: Mapped[Organisation] = relationship(back_populates="holders")
+    qualifications: Mapped[list[Qualification]] = relationship(back_populates="holder")
+    badges: Mapped[list[Badge]] = relationship(back_populates="holder")
+
+
+class Qualification(Base):
+    __tablename__ = "qualifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder_id: Mapped[str] = mapped_column(ForeignKey("holders.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(48))  # a code from zones.yaml's qualifications
+    reference: Mapped[str] = mapped_column(String(120), default="")  # e.g. a licence number
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    holder: Mapped[Holder] = relationship(back_populates="qualifications")
+
+
+class Badge(Base):
+    """One issued credential; its id is the token's `jti`."""
+
+    __tablename__ = "badges"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder_id: Mapped[str] = mapped_column(ForeignKey("holders.id"), index=True)
+    kid: Mapped[str] = mapped_column(String(64))
+    zones: Mapped[str] = mapped_column(Text)  # space-separated zone codes, as signed
+    not_before: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    issued_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    issued_by: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), nullable=True)
+    token: Mapped[str] = mapped_column(Text)  # kept to reprint the same QR
+    holder: Mapped[Holder] = relationship(back_populates="badges")
+    revocation: Mapped[Revocation | None] = relationship(back_populates="badge")
+
+    @property
+    def zone_codes(self) -> list[str]:
+        return self.zones.split()
+
+
+class Revocation(Base):
+    """A badge that must no longer open anything. `id` orders revocations: it is the list's version."""
+
+    __tablename__ = "revocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    badge_id: Mapped[str] = mapped_column(ForeignKey("badges.id"), unique=True)
+    reason: Mapped[str] = mapped_column(String(200))
+    revoked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    revoked_by: Mapped[int | None] = mapped_column(ForeignKey("operators.id"), nullable=True)
+    badge: Mapped[Badge] = relationship(back_populates="revocation")
+
+
+class GateRecord(Base):
+    """A gate of zones.yaml, mirrored so that audit rows can refer to it and leads can list gates."""
+
+    __tablename__ = "gates"
+    code: Mapped[str] = mapped_column(String(48), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    from_zone: Mapped[str] = mapped_column(String(48))
+    to_zone: Mapped[str] = mapped_column(String(48))
+
+
+class ReaderRecord(Base):
+    __tablename__ = "readers"
+    code: Mapped[str] = mapped_column(String(48), primary_key=True)
+    gate_code: Mapped[str] = mapped_column(ForeignKey("gates.code"))
+    side: Mapped[str] = mapped_column(String(8))
+
+
+class DecisionRecord(Base):
+    """The audit of one decision, allow or deny. Rows are only ever appended; each one hashes its predecessor."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint("nonce", name="uq_decisions_nonce"),
+        Index("ix_decisions_decided_at", "decided_at"),
+        Index("ix_decisions_badge", "badge_id"),
+        Index("ix_decisions_gate_time", "gate", "decided_at"),
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    nonce: Mapped[str] = mapped_column(String(32))
+    reader: Mapped[str] = mapped_column(String(48))
+    gate: Mapped[str] = mapped_column(String(48))  # no foreign key: an unknown reader's request is audited too
+    badge_id: Mapped[str] = mapped_column(String(40))  # "" when the token was unreadable
+    holder_id: Mapped[str] = mapped_column(String(40))
+    allow: Mapped[bool] = mapped_column(Boolean)
+    reason: Mapped[str] = mapped_column(String(48))
+    detail: Mapped[str] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(String(8))  # online, offline
+    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_ms: Mapped[int] = mapped_column(BigInteger)  # epoch ms: past 32 bits
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    entry_hash: Mapped[str] = mapped_column(String(64))
+
+
+class Operator(Base):
+    """A person who logs in to the web side: badge desk staff, security leads, administrators."""
+
+    __tablename__ = "operators"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))  # desk, lead, admin
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -1,0 +1,121 @@
+"""The decision service on a real database (SQLite and PostgreSQL): audit first, idempotent, signed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+import pytest
+from sqlalchemy import func, select
+
+from gateway import audit, badges, contract
+from gateway.db.engine import make_engine, session_factory
+from gateway.db.models import DecisionRecord
+from gateway.decisions import DecisionService
+
+NOW = dt.datetime(2026, 7, 26, 19, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def world(instance, site):  # type: ignore[no-untyped-def]
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    clock = [NOW]
+    service = DecisionService(site=site, keyring=instance.keyring, issuer=instance.settings.issuer,
+                              sessions=sessions, clock=lambda: clock[0],
+                              threat_level=lambda: site.default_threat_level)
+    with sessions() as s, s.begin():
+        org = badges.get_or_create_organisation(s, "GN-75", "Gendarmerie Paris", "gendarmerie", "FR")
+        holder = badges.register_holder(s, site, org, "Martin", "Lea", "gendarme", "FR", NOW)
+        badge = badges.issue_badge(s, site, instance.keyring, instance.settings.issuer, holder,
+                                   ["STADIUM-PERIMETER", "STADIUM-CONCOURSE"], NOW - dt.timedelta(hours=1),
+                                   NOW + dt.timedelta(days=3), NOW)
+    return service, sessions, badge, instance
+
+
+def request(token: str, reader: str = "STA-G1-IN") -> contract.DecisionRequest:
+    return contract.DecisionRequest(reader=reader, nonce=secrets.token_hex(16), token=token, sent_ms=0)
+
+
+def keys(instance) -> dict:  # type: ignore[no-untyped-def]
+    pub = instance.keyring.decision_signing.public_key()
+    return {contract.key_id(pub): pub}
+
+
+def rows(sessions) -> list[DecisionRecord]:  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        return list(s.scalars(select(DecisionRecord).order_by(DecisionRecord.seq)))
+
+
+def test_allow_is_logged_and_signed(world) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, badge, instance = world
+    req = request(badge.token)
+    answer = service.answer(req)
+    assert (answer.allow, answer.reason, answer.gate, answer.badge) == (True, "granted", "STA-G1", badge.id)
+    now_ms = int(NOW.timestamp() * 1000)
+    assert contract.answer_problem(answer, keys(instance), reader="STA-G1-IN", nonce=req.nonce, now_ms=now_ms) is None
+    [row] = rows(sessions)
+    assert (row.allow, row.reason, row.gate, row.badge_id, row.nonce) == (True, "granted", "STA-G1", badge.id, req.nonce)
+
+
+@pytest.mark.parametrize(
+    ("reader", "reason"),
+    [("STA-G3-IN", "zone_not_permitted"), ("GDN-G1-IN", "zone_not_permitted"), ("NO-SUCH", "unknown_reader")],
+)
+def test_denials_are_logged_with_their_reason(world, reader: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, badge, _ = world
+    answer = service.answer(request(badge.token, reader))
+    assert (answer.allow, answer.reason) == (False, reason)
+    assert [(r.allow, r.reason) for r in rows(sessions)] == [(False, reason)]
+
+
+def test_revocation_changes_the_next_decision(world) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, badge, _ = world
+    assert service.answer(request(badge.token)).allow
+    with sessions() as s, s.begin():
+        badges.revoke_badge(s, badge.id, "lost", NOW)
+    answer = service.answer(request(badge.token))
+    assert (answer.allow, answer.reason) == (False, "revoked")
+
+
+def test_repeated_nonce_gets_the_same_answer_and_one_row(world) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, badge, _ = world
+    req = request(badge.token)
+    first = service.answer(req)
+    second = service.answer(req)
+    assert (second.allow, second.reason, second.decided_ms, second.nonce) == (
+        first.allow, first.reason, first.decided_ms, first.nonce)
+    assert len(rows(sessions)) == 1
+
+
+def test_garbage_token_is_denied_and_logged(world) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, _, _ = world
+    answer = service.answer(request("not-a-token"))
+    assert (answer.allow, answer.reason, answer.badge) == (False, "token_malformed", "")
+    assert len(rows(sessions)) == 1
+
+
+def test_audit_chain_links_every_row_and_detects_an_edit(world) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, badge, _ = world
+    for reader in ("STA-G1-IN", "STA-G2-IN", "STA-G3-IN"):
+        service.answer(request(badge.token, reader))
+    with sessions() as s:
+        assert audit.first_broken(s) is None
+    with sessions() as s, s.begin():
+        row = s.scalar(select(DecisionRecord).where(DecisionRecord.seq == 2))
+        assert row is not None
+        row.reason = "granted" if row.reason != "granted" else "revoked"
+    with sessions() as s:
+        assert audit.first_broken(s) == 2
+
+
+def test_unloggable_decision_is_a_denial(world) -> None:  # type: ignore[no-untyped-def]
+    service, sessions, badge, _ = world
+    with sessions() as s, s.begin():
+        s.execute(DecisionRecord.__table__.delete())
+    service.sessions.kw["bind"].dispose()
+    # Point the service at a database without the schema: the audit write fails, so nothing may be granted.
+    service.sessions = session_factory(make_engine("sqlite://"))
+    answer = service.answer(request(badge.token))
+    assert (answer.allow, answer.reason) == (False, "not_logged")
+    with sessions() as s:
+        assert s.scalar(select(func.count()).select_from(DecisionRecord)) == 0
