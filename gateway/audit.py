@@ -44,9 +44,19 @@ def to_ms(t: dt.datetime) -> dt.datetime:
 
 def _encode(seq: int, e: DecisionEntry) -> Iterator[bytes]:
     fields = [
-        str(seq), e.nonce, e.reader, e.gate, e.badge_id, e.holder_id, "1" if e.allow else "0", e.reason,
-        e.detail, e.mode, e.decided_at.isoformat(timespec="milliseconds"),
-        e.received_at.isoformat(timespec="milliseconds"), str(e.expires_ms),
+        str(seq),
+        e.nonce,
+        e.reader,
+        e.gate,
+        e.badge_id,
+        e.holder_id,
+        "1" if e.allow else "0",
+        e.reason,
+        e.detail,
+        e.mode,
+        e.decided_at.isoformat(timespec="milliseconds"),
+        e.received_at.isoformat(timespec="milliseconds"),
+        str(e.expires_ms),
     ]
     for value in fields:
         data = value.encode("utf-8")
@@ -69,8 +79,9 @@ def append(session: Session, entry: DecisionEntry) -> DecisionRecord:
         select(DecisionRecord.seq, DecisionRecord.entry_hash).order_by(DecisionRecord.seq.desc()).limit(1)
     ).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-    entry = DecisionEntry(**{**entry.__dict__, "decided_at": to_ms(entry.decided_at),
-                             "received_at": to_ms(entry.received_at)})
+    entry = DecisionEntry(
+        **{**entry.__dict__, "decided_at": to_ms(entry.decided_at), "received_at": to_ms(entry.received_at)}
+    )
     record = DecisionRecord(
         seq=seq, prev_hash=prev, entry_hash=entry_hash(prev, seq, entry), **entry.__dict__
     )
@@ -81,9 +92,17 @@ def append(session: Session, entry: DecisionEntry) -> DecisionRecord:
 
 def as_entry(record: DecisionRecord) -> DecisionEntry:
     return DecisionEntry(
-        nonce=record.nonce, reader=record.reader, gate=record.gate, badge_id=record.badge_id,
-        holder_id=record.holder_id, allow=record.allow, reason=record.reason, detail=record.detail,
-        mode=record.mode, decided_at=record.decided_at, received_at=record.received_at,
+        nonce=record.nonce,
+        reader=record.reader,
+        gate=record.gate,
+        badge_id=record.badge_id,
+        holder_id=record.holder_id,
+        allow=record.allow,
+        reason=record.reason,
+        detail=record.detail,
+        mode=record.mode,
+        decided_at=record.decided_at,
+        received_at=record.received_at,
         expires_ms=record.expires_ms,
     )
 

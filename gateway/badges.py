@@ -23,7 +23,9 @@ def new_id() -> str:
     return secrets.token_urlsafe(9)
 
 
-def get_or_create_organisation(session: Session, code: str, name: str, kind: str, country: str) -> Organisation:
+def get_or_create_organisation(
+    session: Session, code: str, name: str, kind: str, country: str
+) -> Organisation:
     org = session.scalar(select(Organisation).where(Organisation.code == code))
     if org is None:
         org = Organisation(code=code, name=name, kind=kind, country=country.upper())
@@ -47,8 +49,14 @@ def register_holder(
     if not family_name.strip() or not given_name.strip():
         raise DeskError("family and given names are required")
     holder = Holder(
-        id=new_id(), organisation=organisation, family_name=family_name.strip(), given_name=given_name.strip(),
-        role=role, country=country.upper(), status="active", created_at=now,
+        id=new_id(),
+        organisation=organisation,
+        family_name=family_name.strip(),
+        given_name=given_name.strip(),
+        role=role,
+        country=country.upper(),
+        status="active",
+        created_at=now,
     )
     session.add(holder)
     session.flush()
@@ -78,13 +86,24 @@ def issue_badge(
         raise DeskError(f"holder is {holder.status}; no badge can be issued")
     badge_id = new_id()
     token = tokens.issue_token(
-        keyring.badge_signing, issuer=issuer, badge_id=badge_id, holder_id=holder.id, zones=zones,
-        not_before=int(valid_from.timestamp()), expires=int(valid_until.timestamp()),
+        keyring.badge_signing,
+        issuer=issuer,
+        badge_id=badge_id,
+        holder_id=holder.id,
+        zones=zones,
+        not_before=int(valid_from.timestamp()),
+        expires=int(valid_until.timestamp()),
     )
     badge = Badge(
-        id=badge_id, holder=holder, kid=keyring.badge_kid, zones=" ".join(sorted(set(zones))),
-        not_before=valid_from.replace(microsecond=0), expires_at=valid_until.replace(microsecond=0),
-        issued_at=now, issued_by=operator_id, token=token,
+        id=badge_id,
+        holder=holder,
+        kid=keyring.badge_kid,
+        zones=" ".join(sorted(set(zones))),
+        not_before=valid_from.replace(microsecond=0),
+        expires_at=valid_until.replace(microsecond=0),
+        issued_at=now,
+        issued_by=operator_id,
+        token=token,
     )
     session.add(badge)
     session.flush()

@@ -95,7 +95,9 @@ def write_broker_files(folder: Path, site: Site, port: int, host: str = "127.0.0
     passwd = folder / "passwd"
     _write_private(passwd, "")
     for user, password in creds.items():
-        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
+        subprocess.run(
+            ["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True
+        )
     _write_private(folder / "acl", acl_text(site))
     conf = [
         f"listener {port} {host}",
@@ -125,7 +127,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_mosquitto(files: BrokerFiles, log: Path | None = None, timeout_s: float = 10.0) -> subprocess.Popen[bytes]:
+def start_mosquitto(
+    files: BrokerFiles, log: Path | None = None, timeout_s: float = 10.0
+) -> subprocess.Popen[bytes]:
     """Start a private broker and wait until it accepts connections."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the broker writes to it for its lifetime
     proc = subprocess.Popen(["mosquitto", "-c", str(files.config)], stdout=out, stderr=out)

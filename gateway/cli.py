@@ -42,8 +42,11 @@ def _site(path: Path) -> Site:
 
 
 instance_option = click.option(
-    "--instance", "instance_path", default=lambda: os.environ.get("ACCESSGW_INSTANCE", DEFAULT_INSTANCE),
-    show_default="$ACCESSGW_INSTANCE or ./instance", help="Instance folder made by `init`.",
+    "--instance",
+    "instance_path",
+    default=lambda: os.environ.get("ACCESSGW_INSTANCE", DEFAULT_INSTANCE),
+    show_default="$ACCESSGW_INSTANCE or ./instance",
+    help="Instance folder made by `init`.",
 )
 
 
@@ -51,8 +54,10 @@ instance_option = click.option(
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Access-control and credential gateway: badges, decisions, audit."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def sync_site(instance: Instance, site: Site) -> None:
@@ -60,7 +65,9 @@ def sync_site(instance: Instance, site: Site) -> None:
     sessions = session_factory(make_engine(instance.settings.database_url))
     with sessions() as s, s.begin():
         for gate in site.gates.values():
-            s.merge(GateRecord(code=gate.code, name=gate.name, from_zone=gate.from_zone, to_zone=gate.to_zone))
+            s.merge(
+                GateRecord(code=gate.code, name=gate.name, from_zone=gate.from_zone, to_zone=gate.to_zone)
+            )
         s.flush()
         for reader in site.readers.values():
             s.merge(ReaderRecord(code=reader.code, gate_code=reader.gate, side=reader.side))
@@ -76,8 +83,15 @@ def add_operator(instance: Instance, username: str, role: str, password: str | N
     with sessions() as s, s.begin():
         if s.scalar(select(Operator).where(Operator.username == username)):
             raise click.ClickException(f"operator {username!r} exists already")
-        s.add(Operator(username=username, password_hash=hash_password(password), role=role, active=True,
-                       created_at=_now()))
+        s.add(
+            Operator(
+                username=username,
+                password_hash=hash_password(password),
+                role=role,
+                active=True,
+                created_at=_now(),
+            )
+        )
     return password
 
 
@@ -88,8 +102,14 @@ def add_operator(instance: Instance, username: str, role: str, password: str | N
 @click.option("--issuer", default=None, help="Badge issuer; default: the site code.")
 @click.option("--admin", default="admin", show_default=True, help="Name of the first administrator.")
 @click.option("--admin-password", default=None, help="Default: a random one, printed once.")
-def init(instance_path: str, site_file: Path, database: str | None, issuer: str | None, admin: str,
-         admin_password: str | None) -> None:
+def init(
+    instance_path: str,
+    site_file: Path,
+    database: str | None,
+    issuer: str | None,
+    admin: str,
+    admin_password: str | None,
+) -> None:
     """Create the instance: signing keys, database schema, site mirror, first administrator."""
     site = _site(site_file)
     folder = Path(instance_path).resolve()
@@ -104,7 +124,9 @@ def init(instance_path: str, site_file: Path, database: str | None, issuer: str 
     password = add_operator(instance, admin, "admin", admin_password)
     click.echo(f"instance created in {folder}")
     click.echo(f"  badge key id     {instance.keyring.badge_kid}")
-    click.echo(f"  decision key id  {instance.keyring.decision_kid} (give {folder}/keys/decision.pub.pem to readers)")
+    click.echo(
+        f"  decision key id  {instance.keyring.decision_kid} (give {folder}/keys/decision.pub.pem to readers)"
+    )
     click.echo(f"  database         {url.split('@')[-1]}")
     click.echo(f"  administrator    {admin} / {password}   (shown once)")
 
@@ -148,15 +170,25 @@ def broker_config(instance_path: str, out: Path, port: int) -> None:
 @click.option("--kind", default="police", show_default=True, help="Organisation kind.")
 @click.option("--country", default="FR", show_default=True)
 @click.option("--role", required=True)
-def add_holder(instance_path: str, family_name: str, given_name: str, organisation: str,
-               organisation_name: str | None, kind: str, country: str, role: str) -> None:
+def add_holder(
+    instance_path: str,
+    family_name: str,
+    given_name: str,
+    organisation: str,
+    organisation_name: str | None,
+    kind: str,
+    country: str,
+    role: str,
+) -> None:
     """Register a holder; prints the holder id."""
     instance = _instance(instance_path)
     site = _site(instance.settings.site_file)
     sessions = session_factory(make_engine(instance.settings.database_url))
     try:
         with sessions() as s, s.begin():
-            org = badges.get_or_create_organisation(s, organisation, organisation_name or organisation, kind, country)
+            org = badges.get_or_create_organisation(
+                s, organisation, organisation_name or organisation, kind, country
+            )
             holder = badges.register_holder(s, site, org, family_name, given_name, role, country, _now())
             click.echo(holder.id)
     except badges.DeskError as exc:
@@ -168,7 +200,9 @@ def add_holder(instance_path: str, family_name: str, given_name: str, organisati
 @click.argument("holder_id")
 @click.option("--zones", required=True, help="Comma-separated zone codes.")
 @click.option("--days", type=float, default=30, show_default=True, help="Validity from now.")
-@click.option("--qr", "qr_file", type=click.Path(path_type=Path), default=None, help="Also write the QR as PNG.")
+@click.option(
+    "--qr", "qr_file", type=click.Path(path_type=Path), default=None, help="Also write the QR as PNG."
+)
 def issue_badge(instance_path: str, holder_id: str, zones: str, days: float, qr_file: Path | None) -> None:
     """Issue a signed badge; prints its id and token."""
     instance = _instance(instance_path)
@@ -180,9 +214,17 @@ def issue_badge(instance_path: str, holder_id: str, zones: str, days: float, qr_
             holder = s.get(Holder, holder_id)
             if holder is None:
                 raise click.ClickException(f"no holder {holder_id!r}")
-            badge = badges.issue_badge(s, site, instance.keyring, instance.settings.issuer, holder,
-                                       [z.strip() for z in zones.split(",") if z.strip()], now,
-                                       now + dt.timedelta(days=days), now)
+            badge = badges.issue_badge(
+                s,
+                site,
+                instance.keyring,
+                instance.settings.issuer,
+                holder,
+                [z.strip() for z in zones.split(",") if z.strip()],
+                now,
+                now + dt.timedelta(days=days),
+                now,
+            )
     except badges.DeskError as exc:
         raise click.ClickException(str(exc)) from None
     if qr_file:
@@ -217,8 +259,11 @@ def build_decision_worker(instance: Instance, host: str, port: int, password_fil
 
     site = _site(instance.settings.site_file)
     service = DecisionService(
-        site=site, keyring=instance.keyring, issuer=instance.settings.issuer,
-        sessions=session_factory(make_engine(instance.settings.database_url)), clock=_now,
+        site=site,
+        keyring=instance.keyring,
+        issuer=instance.settings.issuer,
+        sessions=session_factory(make_engine(instance.settings.database_url)),
+        clock=_now,
         threat_level=lambda: site.default_threat_level,
     )
     address = BrokerAddress.from_password_file(host, port, GATEWAY_USER, password_file)
@@ -228,8 +273,12 @@ def build_decision_worker(instance: Instance, host: str, port: int, password_fil
 broker_options = [
     click.option("--broker-host", default="127.0.0.1", show_default=True),
     click.option("--broker-port", type=int, default=1883, show_default=True),
-    click.option("--password-file", type=click.Path(exists=True, path_type=Path), required=True,
-                 help="File holding the gateway's MQTT password."),
+    click.option(
+        "--password-file",
+        type=click.Path(exists=True, path_type=Path),
+        required=True,
+        help="File holding the gateway's MQTT password.",
+    ),
 ]
 
 
@@ -252,7 +301,9 @@ def _wait_for_signal() -> None:
 @click.option("--worker", default="1", show_default=True, help="Worker name; run several to share the load.")
 def decide(instance_path: str, broker_host: str, broker_port: int, password_file: Path, worker: str) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
-    worker_obj = build_decision_worker(_instance(instance_path), broker_host, broker_port, password_file, worker)
+    worker_obj = build_decision_worker(
+        _instance(instance_path), broker_host, broker_port, password_file, worker
+    )
     try:
         worker_obj.start()
     except ConnectionError as exc:

@@ -246,7 +246,10 @@ def b64url_decode(text: str) -> bytes:
 
 def signing_bytes(fields: Mapping[str, Any]) -> bytes:
     """Domain tag + canonical JSON (sorted keys, no spaces, ASCII) of the signed fields."""
-    return _SIGNING_DOMAIN + json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return (
+        _SIGNING_DOMAIN
+        + json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    )
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

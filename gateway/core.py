@@ -93,7 +93,9 @@ def decide(
         raise ValueError("now must be timezone-aware")
     reader = site.readers.get(reader_code)
     if reader is None:
-        return Decision(False, Reason.UNKNOWN_READER, f"reader {reader_code!r} is not in the site configuration")
+        return Decision(
+            False, Reason.UNKNOWN_READER, f"reader {reader_code!r} is not in the site configuration"
+        )
     if reader.gate not in site.gates:
         return Decision(False, Reason.UNKNOWN_GATE, f"gate {reader.gate!r} is not in the site configuration")
     if isinstance(token, TokenProblem):

@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 
 class DecisionWorker:
-    def __init__(self, service: DecisionService, address: BrokerAddress, client_id: str = "gateway-1") -> None:
+    def __init__(
+        self, service: DecisionService, address: BrokerAddress, client_id: str = "gateway-1"
+    ) -> None:
         self.service = service
         self.address = address
         self.client = make_client(

@@ -51,32 +51,55 @@ class DecisionService:
         except SQLAlchemyError as exc:
             log.error("decision for nonce %s not logged, denying: %s", request.nonce, exc)
             gate = self._gate_of(request.reader)
-            return self._sign(request.reader, gate, request.nonce, core.Decision(False, core.Reason.NOT_LOGGED),
-                              "", received)
+            return self._sign(
+                request.reader,
+                gate,
+                request.nonce,
+                core.Decision(False, core.Reason.NOT_LOGGED),
+                "",
+                received,
+            )
 
     def _gate_of(self, reader_code: str) -> str:
         reader = self.site.readers.get(reader_code)
         return reader.gate if reader else ""
 
-    def _decide_and_log(self, request: contract.DecisionRequest, received: dt.datetime) -> contract.DecisionAnswer:
+    def _decide_and_log(
+        self, request: contract.DecisionRequest, received: dt.datetime
+    ) -> contract.DecisionAnswer:
         with self.sessions() as session, session.begin():
             earlier = self._earlier(session, request)
             if earlier is not None:
                 return earlier
             verified = tokens.verify_token(request.token, self.keyring.badge_public, self.issuer)
-            facts = facts_for(session, verified) if isinstance(verified, core.BadgeClaims) else core.UNKNOWN_FACTS
+            facts = (
+                facts_for(session, verified) if isinstance(verified, core.BadgeClaims) else core.UNKNOWN_FACTS
+            )
             now = self.clock()
             decision = core.decide(verified, facts, self.site, request.reader, self.threat_level(), now)
             badge_id = verified.badge_id if isinstance(verified, core.BadgeClaims) else ""
             holder_id = verified.holder_id if isinstance(verified, core.BadgeClaims) else ""
-            answer = self._sign(request.reader, self._gate_of(request.reader), request.nonce, decision, badge_id, now)
+            answer = self._sign(
+                request.reader, self._gate_of(request.reader), request.nonce, decision, badge_id, now
+            )
             try:
-                audit.append(session, audit.DecisionEntry(
-                    nonce=request.nonce, reader=request.reader, gate=answer.gate, badge_id=badge_id,
-                    holder_id=holder_id, allow=decision.allow, reason=decision.reason.value,
-                    detail=decision.detail[:2000], mode="online", decided_at=now, received_at=received,
-                    expires_ms=answer.expires_ms,
-                ))
+                audit.append(
+                    session,
+                    audit.DecisionEntry(
+                        nonce=request.nonce,
+                        reader=request.reader,
+                        gate=answer.gate,
+                        badge_id=badge_id,
+                        holder_id=holder_id,
+                        allow=decision.allow,
+                        reason=decision.reason.value,
+                        detail=decision.detail[:2000],
+                        mode="online",
+                        decided_at=now,
+                        received_at=received,
+                        expires_ms=answer.expires_ms,
+                    ),
+                )
             except IntegrityError:
                 # Another worker logged the same nonce first: answer what it answered.
                 session.rollback()
@@ -86,8 +109,14 @@ class DecisionService:
                     raise
                 return earlier
         # Committed: only now may the answer leave.
-        log.info("decision reader=%s gate=%s nonce=%s allow=%s reason=%s", answer.reader, answer.gate,
-                 answer.nonce, answer.allow, answer.reason)
+        log.info(
+            "decision reader=%s gate=%s nonce=%s allow=%s reason=%s",
+            answer.reader,
+            answer.gate,
+            answer.nonce,
+            answer.allow,
+            answer.reason,
+        )
         return answer
 
     def _earlier(self, session: Session, request: contract.DecisionRequest) -> contract.DecisionAnswer | None:
@@ -96,18 +125,44 @@ class DecisionService:
             return None
         if row.reader != request.reader:
             # A nonce is the requester's: another reader re-using it gets a denial that is not logged again.
-            return self._sign(request.reader, self._gate_of(request.reader), request.nonce,
-                              core.Decision(False, core.Reason.NONCE_REUSED), "", self.clock())
-        return contract.sign_answer(contract.DecisionAnswer(
-            reader=row.reader, gate=row.gate, nonce=row.nonce, allow=row.allow, reason=row.reason,
-            badge=row.badge_id, decided_ms=int(row.decided_at.timestamp() * 1000), expires_ms=row.expires_ms,
-            kid="",
-        ), self.keyring.decision_signing)
+            return self._sign(
+                request.reader,
+                self._gate_of(request.reader),
+                request.nonce,
+                core.Decision(False, core.Reason.NONCE_REUSED),
+                "",
+                self.clock(),
+            )
+        return contract.sign_answer(
+            contract.DecisionAnswer(
+                reader=row.reader,
+                gate=row.gate,
+                nonce=row.nonce,
+                allow=row.allow,
+                reason=row.reason,
+                badge=row.badge_id,
+                decided_ms=int(row.decided_at.timestamp() * 1000),
+                expires_ms=row.expires_ms,
+                kid="",
+            ),
+            self.keyring.decision_signing,
+        )
 
-    def _sign(self, reader: str, gate: str, nonce: str, decision: core.Decision, badge_id: str,
-              now: dt.datetime) -> contract.DecisionAnswer:
+    def _sign(
+        self, reader: str, gate: str, nonce: str, decision: core.Decision, badge_id: str, now: dt.datetime
+    ) -> contract.DecisionAnswer:
         now_ms = int(audit.to_ms(now).timestamp() * 1000)
-        return contract.sign_answer(contract.DecisionAnswer(
-            reader=reader, gate=gate, nonce=nonce, allow=decision.allow, reason=decision.reason.value,
-            badge=badge_id, decided_ms=now_ms, expires_ms=now_ms + contract.ANSWER_TTL_MS, kid="",
-        ), self.keyring.decision_signing)
+        return contract.sign_answer(
+            contract.DecisionAnswer(
+                reader=reader,
+                gate=gate,
+                nonce=nonce,
+                allow=decision.allow,
+                reason=decision.reason.value,
+                badge=badge_id,
+                decided_ms=now_ms,
+                expires_ms=now_ms + contract.ANSWER_TTL_MS,
+                kid="",
+            ),
+            self.keyring.decision_signing,
+        )

@@ -69,8 +69,15 @@ class Keyring:
 
 def _jwk(pub: Ed25519PublicKey, kid: str, purpose: str) -> dict[str, str]:
     raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw), "kid": kid, "alg": "EdDSA", "use": "sig",
-            "acs_purpose": purpose}
+    return {
+        "kty": "OKP",
+        "crv": "Ed25519",
+        "x": b64url(raw),
+        "kid": kid,
+        "alg": "EdDSA",
+        "use": "sig",
+        "acs_purpose": purpose,
+    }
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,9 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _pem_private(key: Ed25519PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _pem_public(key: Ed25519PublicKey) -> bytes:
@@ -110,7 +118,9 @@ def new_badge_key(folder: Path) -> str:
 def create_instance(folder: Path, database_url: str, site_file: Path, issuer: str) -> Settings:
     """Create keys, secret and settings in a new instance folder; refuses to overwrite an existing one."""
     if (folder / "gateway.json").exists():
-        raise InstanceError(f"{folder} already holds an instance (gateway.json exists); refusing to overwrite keys")
+        raise InstanceError(
+            f"{folder} already holds an instance (gateway.json exists); refusing to overwrite keys"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     (folder / "keys").mkdir(mode=0o700, exist_ok=True)
@@ -119,7 +129,9 @@ def create_instance(folder: Path, database_url: str, site_file: Path, issuer: st
     write_private(folder / "keys" / "decision.pem", _pem_private(decision))
     (folder / "keys" / "decision.pub.pem").write_bytes(_pem_public(decision.public_key()))
     write_private(folder / "secret_key", secrets.token_bytes(32))
-    settings = Settings(database_url=database_url, site_file=site_file.resolve(), issuer=issuer, badge_kid=kid)
+    settings = Settings(
+        database_url=database_url, site_file=site_file.resolve(), issuer=issuer, badge_kid=kid
+    )
     write_private(folder / "gateway.json", settings.to_json().encode())
     return settings
 

@@ -93,7 +93,9 @@ def connect_and_wait(client: mqtt.Client, address: BrokerAddress, timeout_s: flo
     client.loop_start()
     if not done.wait(timeout_s):
         client.loop_stop()
-        raise ConnectionError(f"no answer from the MQTT broker at {address.host}:{address.port} in {timeout_s} s")
+        raise ConnectionError(
+            f"no answer from the MQTT broker at {address.host}:{address.port} in {timeout_s} s"
+        )
     client.on_connect = previous
     if outcome[0].is_failure:
         client.loop_stop()

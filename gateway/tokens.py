@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -60,7 +59,9 @@ def verify_token(token: str, keys: BadgeKeys, issuer: str) -> BadgeClaims | Toke
     except jwt.PyJWTError as exc:  # DecodeError, and InvalidTokenError for a non-string kid or a bad crit
         return TokenProblem(Reason.TOKEN_MALFORMED, f"unreadable header: {exc}")
     if header.get("alg") != ALGORITHM:
-        return TokenProblem(Reason.BAD_SIGNATURE, f"algorithm {str(header.get('alg'))[:20]!r} is not accepted")
+        return TokenProblem(
+            Reason.BAD_SIGNATURE, f"algorithm {str(header.get('alg'))[:20]!r} is not accepted"
+        )
     if "crit" in header:
         return TokenProblem(Reason.TOKEN_MALFORMED, "critical header extensions are not supported")
     kid = header.get("kid")

@@ -47,8 +47,11 @@ class GatewayLink:
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self.client = make_client(
-            address, f"reader-{reader}", [(contract.answer_topic(reader), 1)],
-            on_message=self._on_answer, on_link=self._on_link,
+            address,
+            f"reader-{reader}",
+            [(contract.answer_topic(reader), 1)],
+            on_message=self._on_answer,
+            on_link=self._on_link,
         )
 
     def start(self) -> None:
@@ -66,7 +69,9 @@ class GatewayLink:
     def ask(self, token: str, timeout_s: float) -> contract.DecisionAnswer | None:
         """The gateway's genuine answer, or None when none came in time."""
         nonce = secrets.token_hex(16)
-        request = contract.DecisionRequest(reader=self.reader, nonce=nonce, token=token, sent_ms=self.clock_ms())
+        request = contract.DecisionRequest(
+            reader=self.reader, nonce=nonce, token=token, sent_ms=self.clock_ms()
+        )
         pending = _Pending()
         with self._lock:
             self._pending[nonce] = pending
@@ -74,7 +79,9 @@ class GatewayLink:
         props.ResponseTopic = contract.answer_topic(self.reader)
         props.CorrelationData = nonce.encode()
         try:
-            self.client.publish(contract.request_topic(self.reader), request.to_json(), qos=1, properties=props)
+            self.client.publish(
+                contract.request_topic(self.reader), request.to_json(), qos=1, properties=props
+            )
             pending.done.wait(timeout_s)
         finally:
             with self._lock:
@@ -96,7 +103,9 @@ class GatewayLink:
             pending = self._pending.get(answer.nonce)
         if pending is None:
             self.rejected += 1
-            log.warning("reader %s: answer for no pending request (nonce %s) dropped", self.reader, answer.nonce)
+            log.warning(
+                "reader %s: answer for no pending request (nonce %s) dropped", self.reader, answer.nonce
+            )
             return
         problem = contract.answer_problem(
             answer, self.keys, reader=self.reader, nonce=answer.nonce, gate=self.gate, now_ms=self.clock_ms()

@@ -92,3 +92,47 @@ def instance(tmp_path: Path, database_url: str, site: Site):  # type: ignore[no-
     inst = load_instance(folder)
     sync_site(inst, site)
     return inst
+
+
+@pytest.fixture(scope="session")
+def qr_photos() -> list[tuple[Path, str]]:
+    """The real photos holding a QR code, each with its exact expected text; skips when the set is absent."""
+    if not QR_PHOTOS.is_dir():
+        pytest.skip(f"QR photos not found at {QR_PHOTOS}")
+    return [
+        (image, image.with_suffix(".txt").read_bytes().decode("utf-8"))
+        for folder in sorted(QR_PHOTOS.glob("qrcode-*"))
+        for image in sorted(folder.iterdir())
+        if image.suffix in (".png", ".jpg")
+    ]
+
+
+@pytest.fixture(scope="session")
+def qr_falsepositives() -> list[Path]:
+    """Real photos with no QR code in them; skips when the set is absent."""
+    folder = QR_PHOTOS / "falsepositives-2"
+    if not folder.is_dir():
+        pytest.skip(f"QR photos without codes not found at {folder}")
+    return sorted(folder.glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def badge_tokens() -> list[str]:
+    """Three real badge tokens, what QR badges carry (~340 characters each), signed by a fixed test key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.tokens import issue_token
+
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    return [
+        issue_token(
+            key,
+            issuer="event-2025",
+            badge_id=f"badge-{number:06d}",
+            holder_id=f"holder-{number + 4700:06d}",
+            zones=["arena", "backstage", "press"],
+            not_before=1_750_000_000,
+            expires=1_750_086_400,
+        )
+        for number in (1, 2, 3)
+    ]

@@ -28,8 +28,14 @@ def _now() -> dt.datetime:
 @pytest.fixture
 def running(instance, site, broker) -> Iterator[tuple]:  # type: ignore[no-untyped-def, type-arg]
     sessions = session_factory(make_engine(instance.settings.database_url))
-    service = DecisionService(site=site, keyring=instance.keyring, issuer=instance.settings.issuer,
-                              sessions=sessions, clock=_now, threat_level=lambda: site.default_threat_level)
+    service = DecisionService(
+        site=site,
+        keyring=instance.keyring,
+        issuer=instance.settings.issuer,
+        sessions=sessions,
+        clock=_now,
+        threat_level=lambda: site.default_threat_level,
+    )
     address = BrokerAddress("127.0.0.1", broker.port, GATEWAY_USER, broker.password(GATEWAY_USER))
     worker = DecisionWorker(service, address, client_id=f"gw-{secrets.token_hex(3)}")
     worker.start()
@@ -37,8 +43,17 @@ def running(instance, site, broker) -> Iterator[tuple]:  # type: ignore[no-untyp
     with sessions() as s, s.begin():
         org = badges.get_or_create_organisation(s, "SEC-1", "Private security one", "private_security", "FR")
         holder = badges.register_holder(s, site, org, "Durand", "Sami", "private_guard", "FR", now)
-        badge = badges.issue_badge(s, site, instance.keyring, instance.settings.issuer, holder,
-                                   ["STADIUM-PERIMETER"], now - dt.timedelta(minutes=5), now + dt.timedelta(days=1), now)
+        badge = badges.issue_badge(
+            s,
+            site,
+            instance.keyring,
+            instance.settings.issuer,
+            holder,
+            ["STADIUM-PERIMETER"],
+            now - dt.timedelta(minutes=5),
+            now + dt.timedelta(days=1),
+            now,
+        )
     yield worker, badge, instance
     worker.stop()
 
@@ -49,14 +64,21 @@ def _decision_keys(instance) -> dict:  # type: ignore[no-untyped-def]
 
 
 def test_reader_link_gets_a_genuine_signed_answer(running, broker) -> None:  # type: ignore[no-untyped-def]
-    worker, badge, instance = running
+    _, badge, instance = running
     address = BrokerAddress("127.0.0.1", broker.port, "STA-G1-IN", broker.password("STA-G1-IN"))
-    link = GatewayLink(address, "STA-G1-IN", "STA-G1", _decision_keys(instance), lambda: int(time.time() * 1000))
+    link = GatewayLink(
+        address, "STA-G1-IN", "STA-G1", _decision_keys(instance), lambda: int(time.time() * 1000)
+    )
     link.start()
     try:
         answer = link.ask(badge.token, timeout_s=5)
         assert answer is not None
-        assert (answer.allow, answer.reason, answer.badge, answer.gate) == (True, "granted", badge.id, "STA-G1")
+        assert (answer.allow, answer.reason, answer.badge, answer.gate) == (
+            True,
+            "granted",
+            badge.id,
+            "STA-G1",
+        )
         assert link.rejected == 0
     finally:
         link.stop()
@@ -69,8 +91,9 @@ def test_reader_link_drops_answers_not_signed_by_the_gateway(running, broker) ->
     # The reader pins a key the gateway does not have: every real answer must be refused.
     other = Ed25519PrivateKey.generate().public_key()
     address = BrokerAddress("127.0.0.1", broker.port, "STA-G1-OUT", broker.password("STA-G1-OUT"))
-    link = GatewayLink(address, "STA-G1-OUT", "STA-G1", {contract.key_id(other): other},
-                       lambda: int(time.time() * 1000))
+    link = GatewayLink(
+        address, "STA-G1-OUT", "STA-G1", {contract.key_id(other): other}, lambda: int(time.time() * 1000)
+    )
     link.start()
     try:
         assert link.ask(badge.token, timeout_s=2) is None
@@ -85,21 +108,54 @@ def test_mosquitto_clients_alone_can_ask_for_a_decision(running, broker, tmp_pat
     reader, password = "STA-G2-IN", broker.password("STA-G2-IN")
     base = ["-V", "5", "-h", "127.0.0.1", "-p", str(broker.port), "-u", reader, "-P", password]
     answer_topic = f"acs/v1/readers/{reader}/answer"
-    sub = subprocess.Popen(["mosquitto_sub", *base, "-t", answer_topic, "-C", "1", "-W", "10"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        ["mosquitto_sub", *base, "-t", answer_topic, "-C", "1", "-W", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(0.5)  # let the subscription reach the broker
     nonce = secrets.token_hex(16)
-    request = json.dumps({"v": 1, "reader": reader, "nonce": nonce, "token": badge.token,
-                          "sent_ms": int(time.time() * 1000)})
-    subprocess.run(["mosquitto_pub", *base, "-q", "1", "-t", f"acs/v1/readers/{reader}/request",
-                    "-D", "publish", "response-topic", answer_topic,
-                    "-D", "publish", "correlation-data", nonce, "-m", request], check=True, timeout=10)
+    request = json.dumps(
+        {"v": 1, "reader": reader, "nonce": nonce, "token": badge.token, "sent_ms": int(time.time() * 1000)}
+    )
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            *base,
+            "-q",
+            "1",
+            "-t",
+            f"acs/v1/readers/{reader}/request",
+            "-D",
+            "publish",
+            "response-topic",
+            answer_topic,
+            "-D",
+            "publish",
+            "correlation-data",
+            nonce,
+            "-m",
+            request,
+        ],
+        check=True,
+        timeout=10,
+    )
     out, err = sub.communicate(timeout=15)
     assert sub.returncode == 0, err
     answer = contract.DecisionAnswer.from_json(out.strip().encode())
-    assert (answer.reader, answer.nonce, answer.reason, answer.allow) == (reader, nonce, "zone_not_permitted", False)
-    assert contract.answer_problem(answer, _decision_keys(instance), reader=reader, nonce=nonce,
-                                   now_ms=answer.decided_ms) is None
+    assert (answer.reader, answer.nonce, answer.reason, answer.allow) == (
+        reader,
+        nonce,
+        "zone_not_permitted",
+        False,
+    )
+    assert (
+        contract.answer_problem(
+            answer, _decision_keys(instance), reader=reader, nonce=nonce, now_ms=answer.decided_ms
+        )
+        is None
+    )
 
 
 def test_request_with_a_foreign_response_topic_is_not_answered(running, broker) -> None:  # type: ignore[no-untyped-def]
@@ -108,10 +164,33 @@ def test_request_with_a_foreign_response_topic_is_not_answered(running, broker) 
     before = worker.handled
     nonce = secrets.token_hex(16)
     request = json.dumps({"v": 1, "reader": reader, "nonce": nonce, "token": badge.token, "sent_ms": 1})
-    subprocess.run(["mosquitto_pub", "-V", "5", "-h", "127.0.0.1", "-p", str(broker.port), "-u", reader,
-                    "-P", password, "-q", "1", "-t", f"acs/v1/readers/{reader}/request",
-                    "-D", "publish", "response-topic", "acs/v1/readers/STA-G1-IN/answer",
-                    "-m", request], check=True, timeout=10)
+    subprocess.run(
+        [
+            "mosquitto_pub",
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-u",
+            reader,
+            "-P",
+            password,
+            "-q",
+            "1",
+            "-t",
+            f"acs/v1/readers/{reader}/request",
+            "-D",
+            "publish",
+            "response-topic",
+            "acs/v1/readers/STA-G1-IN/answer",
+            "-m",
+            request,
+        ],
+        check=True,
+        timeout=10,
+    )
     # A well-formed request for the same reader afterwards is answered: the worker went on, the bad one was dropped.
     address = BrokerAddress("127.0.0.1", broker.port, reader, password)
     link = GatewayLink(address, reader, "STA-G3", {}, lambda: 0)

@@ -20,15 +20,28 @@ NOW = dt.datetime(2026, 7, 26, 19, 30, tzinfo=dt.UTC)
 def world(instance, site):  # type: ignore[no-untyped-def]
     sessions = session_factory(make_engine(instance.settings.database_url))
     clock = [NOW]
-    service = DecisionService(site=site, keyring=instance.keyring, issuer=instance.settings.issuer,
-                              sessions=sessions, clock=lambda: clock[0],
-                              threat_level=lambda: site.default_threat_level)
+    service = DecisionService(
+        site=site,
+        keyring=instance.keyring,
+        issuer=instance.settings.issuer,
+        sessions=sessions,
+        clock=lambda: clock[0],
+        threat_level=lambda: site.default_threat_level,
+    )
     with sessions() as s, s.begin():
         org = badges.get_or_create_organisation(s, "GN-75", "Gendarmerie Paris", "gendarmerie", "FR")
         holder = badges.register_holder(s, site, org, "Martin", "Lea", "gendarme", "FR", NOW)
-        badge = badges.issue_badge(s, site, instance.keyring, instance.settings.issuer, holder,
-                                   ["STADIUM-PERIMETER", "STADIUM-CONCOURSE"], NOW - dt.timedelta(hours=1),
-                                   NOW + dt.timedelta(days=3), NOW)
+        badge = badges.issue_badge(
+            s,
+            site,
+            instance.keyring,
+            instance.settings.issuer,
+            holder,
+            ["STADIUM-PERIMETER", "STADIUM-CONCOURSE"],
+            NOW - dt.timedelta(hours=1),
+            NOW + dt.timedelta(days=3),
+            NOW,
+        )
     return service, sessions, badge, instance
 
 
@@ -52,9 +65,18 @@ def test_allow_is_logged_and_signed(world) -> None:  # type: ignore[no-untyped-d
     answer = service.answer(req)
     assert (answer.allow, answer.reason, answer.gate, answer.badge) == (True, "granted", "STA-G1", badge.id)
     now_ms = int(NOW.timestamp() * 1000)
-    assert contract.answer_problem(answer, keys(instance), reader="STA-G1-IN", nonce=req.nonce, now_ms=now_ms) is None
+    assert (
+        contract.answer_problem(answer, keys(instance), reader="STA-G1-IN", nonce=req.nonce, now_ms=now_ms)
+        is None
+    )
     [row] = rows(sessions)
-    assert (row.allow, row.reason, row.gate, row.badge_id, row.nonce) == (True, "granted", "STA-G1", badge.id, req.nonce)
+    assert (row.allow, row.reason, row.gate, row.badge_id, row.nonce) == (
+        True,
+        "granted",
+        "STA-G1",
+        badge.id,
+        req.nonce,
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +105,11 @@ def test_repeated_nonce_gets_the_same_answer_and_one_row(world) -> None:  # type
     first = service.answer(req)
     second = service.answer(req)
     assert (second.allow, second.reason, second.decided_ms, second.nonce) == (
-        first.allow, first.reason, first.decided_ms, first.nonce)
+        first.allow,
+        first.reason,
+        first.decided_ms,
+        first.nonce,
+    )
     assert len(rows(sessions)) == 1
 
 

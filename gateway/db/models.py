@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -134,7 +144,9 @@ class DecisionRecord(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     nonce: Mapped[str] = mapped_column(String(32))
     reader: Mapped[str] = mapped_column(String(48))
-    gate: Mapped[str] = mapped_column(String(48))  # no foreign key: an unknown reader's request is audited too
+    gate: Mapped[str] = mapped_column(
+        String(48)
+    )  # no foreign key: an unknown reader's request is audited too
     badge_id: Mapped[str] = mapped_column(String(40))  # "" when the token was unreadable
     holder_id: Mapped[str] = mapped_column(String(40))
     allow: Mapped[bool] = mapped_column(Boolean)

@@ -76,7 +76,11 @@ def login() -> Any:
             session["operator_id"] = op.id
             csrf_token()
             target = request.args.get("next", "")
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("oversight.index"))
+            return redirect(
+                target
+                if target.startswith("/") and not target.startswith("//")
+                else url_for("oversight.index")
+            )
         error = "Unknown user or wrong password."
     return render_template("login.html", error=error), 401 if error else 200
 

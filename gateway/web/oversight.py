@@ -24,17 +24,34 @@ def _recent(limit: int) -> list[DecisionRecord]:
 def index() -> Any:
     with services().sessions() as s:
         total = s.scalar(select(func.count()).select_from(DecisionRecord)) or 0
-        denied = s.scalar(select(func.count()).select_from(DecisionRecord).where(DecisionRecord.allow.is_(False))) or 0
-    return render_template("decisions.html", rows=_recent(100), total=total, denied=denied, site=services().site)
+        denied = (
+            s.scalar(select(func.count()).select_from(DecisionRecord).where(DecisionRecord.allow.is_(False)))
+            or 0
+        )
+    return render_template(
+        "decisions.html", rows=_recent(100), total=total, denied=denied, site=services().site
+    )
 
 
 @bp.get("/api/v1/decisions")
 @login_required("lead")
 def api_decisions() -> Any:
     limit = min(max(request.args.get("limit", 100, type=int), 1), 1000)
-    return jsonify([
-        {"seq": r.seq, "decided_at": r.decided_at.isoformat(timespec="milliseconds"), "reader": r.reader,
-         "gate": r.gate, "badge": r.badge_id, "holder": r.holder_id, "allow": r.allow, "reason": r.reason,
-         "detail": r.detail, "mode": r.mode, "nonce": r.nonce}
-        for r in _recent(limit)
-    ])
+    return jsonify(
+        [
+            {
+                "seq": r.seq,
+                "decided_at": r.decided_at.isoformat(timespec="milliseconds"),
+                "reader": r.reader,
+                "gate": r.gate,
+                "badge": r.badge_id,
+                "holder": r.holder_id,
+                "allow": r.allow,
+                "reason": r.reason,
+                "detail": r.detail,
+                "mode": r.mode,
+                "nonce": r.nonce,
+            }
+            for r in _recent(limit)
+        ]
+    )

@@ -1,0 +1,48 @@
+"""Readers and bridges install only what they need: their shared modules never import Flask or SQLAlchemy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("flask", "sqlalchemy")
+
+DEVICE_SIDE_MODULES = [
+    "gateway.contract",
+    "gateway.core",
+    "gateway.tokens",
+    "gateway.site",
+    "gateway.mqttlink",
+    "readers.cli",
+    "firmware_bridge.cli",
+]
+
+
+def forbidden_after_importing(module: str) -> list[str]:
+    """Top-level packages from FORBIDDEN in sys.modules after importing `module` in a fresh interpreter."""
+    code = (
+        "import importlib, json, sys\n"
+        f"importlib.import_module({module!r})\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(FORBIDDEN)!r}))))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    found: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+@pytest.mark.parametrize("module", DEVICE_SIDE_MODULES)
+def test_device_side_module_imports_neither_flask_nor_sqlalchemy(module: str) -> None:
+    assert forbidden_after_importing(module) == []
+
+
+def test_the_check_sees_flask_when_it_is_imported() -> None:
+    """The probe itself works: a module that does import Flask is caught."""
+    assert forbidden_after_importing("flask") == ["flask"]
