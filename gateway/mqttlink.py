@@ -80,7 +80,7 @@ def connect_and_wait(client: mqtt.Client, address: BrokerAddress, timeout_s: flo
     """Connect, start the network thread, and wait for the broker's CONNACK (raises on refusal or time-out)."""
     done = threading.Event()
     outcome: list[ReasonCode] = []
-    previous = client.on_connect
+    previous: Any = client.on_connect  # paho types it as a union of every callback API version
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Properties | None) -> None:
         outcome.append(reason)

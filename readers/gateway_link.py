@@ -43,6 +43,7 @@ class GatewayLink:
         self.keys = decision_keys
         self.clock_ms = clock_ms
         self.online = False
+        self._stopping = False
         self.rejected = 0  # answers dropped as not genuine, not ours or stale
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
@@ -58,11 +59,12 @@ class GatewayLink:
         connect_and_wait(self.client, self.address)
 
     def stop(self) -> None:
+        self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
 
     def _on_link(self, up: bool) -> None:
-        if up != self.online:
+        if up != self.online and not self._stopping:
             log.warning("reader %s: gateway link %s", self.reader, "up" if up else "DOWN")
         self.online = up
 
@@ -75,7 +77,7 @@ class GatewayLink:
         pending = _Pending()
         with self._lock:
             self._pending[nonce] = pending
-        props = Properties(PacketTypes.PUBLISH)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = contract.answer_topic(self.reader)
         props.CorrelationData = nonce.encode()
         try:
@@ -94,7 +96,7 @@ class GatewayLink:
 
     def _on_answer(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            answer = contract.DecisionAnswer.from_json(msg.payload)
+            answer = contract.DecisionAnswer.from_json(bytes(msg.payload))
         except contract.ContractError as exc:
             self.rejected += 1
             log.warning("reader %s: malformed answer dropped: %s", self.reader, exc)

@@ -197,7 +197,7 @@ def main() -> int:
                     "--decision-key",
                     decision_key,
                     "--simulate",
-                    "--auto-pass",
+                    "--walk-in",
                 ],
             )
         )
@@ -218,6 +218,8 @@ def main() -> int:
                 READER,
                 "--source",
                 str(video),
+                "--fps",
+                "10",
                 *broker_args,
                 "--password-file",
                 str(pw[READER]),

@@ -1,0 +1,1 @@
+"""Badge readers: capture frames from a turnstile camera, decode the QR badges in them, ask the gateway."""
