@@ -1,12 +1,14 @@
-"""The decision audit: append-only rows, each hashing its predecessor, committed before any answer leaves.
+"""The audit: one append-only sequence of entries, each hashing its predecessor, committed before anything acts.
 
-The hash covers a canonical, length-prefixed encoding of every field, so editing, deleting, inserting or
-reordering a row breaks the chain from that row on. Appends are serialised per database (BEGIN IMMEDIATE on
-SQLite, a transaction-scoped advisory lock on PostgreSQL) so several workers still write one linear chain.
+Decisions, gate events, desk and lead actions all go into `audit_entries`. The hash covers a canonical,
+length-prefixed encoding of every field, so editing, deleting, inserting or reordering an entry breaks the
+chain from there on. Appends are serialised per database (BEGIN IMMEDIATE on SQLite, a transaction-scoped
+advisory lock on PostgreSQL) so several gateway workers still write one linear chain.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
@@ -15,26 +17,31 @@ from dataclasses import dataclass
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from gateway.db.models import DecisionRecord
+from gateway.db.models import AuditEntry
 
 GENESIS = "0" * 64
 _CHAIN_LOCK = 0x41435321  # PostgreSQL advisory lock key of the audit chain ("ACS!")
 
 
 @dataclass(frozen=True)
-class DecisionEntry:
-    nonce: str
-    reader: str
-    gate: str
-    badge_id: str
-    holder_id: str
-    allow: bool
-    reason: str
-    detail: str
-    mode: str
-    decided_at: dt.datetime
-    received_at: dt.datetime
-    expires_ms: int
+class Entry:
+    kind: str
+    at: dt.datetime
+    recorded_at: dt.datetime
+    ref: str | None = None
+    reader: str = ""
+    gate: str = ""
+    badge_id: str = ""
+    holder_id: str = ""
+    operator: str = ""
+    allow: bool | None = None
+    reason: str = ""
+    mode: str = ""
+    detail: str = ""
+    expires_ms: int | None = None
+
+
+_FIELDS = [f.name for f in dataclasses.fields(Entry)]
 
 
 def to_ms(t: dt.datetime) -> dt.datetime:
@@ -42,78 +49,56 @@ def to_ms(t: dt.datetime) -> dt.datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
-def _encode(seq: int, e: DecisionEntry) -> Iterator[bytes]:
-    fields = [
-        str(seq),
-        e.nonce,
-        e.reader,
-        e.gate,
-        e.badge_id,
-        e.holder_id,
-        "1" if e.allow else "0",
-        e.reason,
-        e.detail,
-        e.mode,
-        e.decided_at.isoformat(timespec="milliseconds"),
-        e.received_at.isoformat(timespec="milliseconds"),
-        str(e.expires_ms),
-    ]
-    for value in fields:
-        data = value.encode("utf-8")
+def _text(value: object) -> str:
+    if value is None:
+        return "\x00"  # distinct from every string a field can hold
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="milliseconds")
+    return str(value)
+
+
+def _encode(seq: int, entry: Entry) -> Iterator[bytes]:
+    for value in [seq, *(getattr(entry, name) for name in _FIELDS)]:
+        data = _text(value).encode("utf-8")
         yield len(data).to_bytes(4, "big")
         yield data
 
 
-def entry_hash(prev_hash: str, seq: int, entry: DecisionEntry) -> str:
+def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
     h = hashlib.sha256(b"acs-audit-v1\n" + bytes.fromhex(prev_hash))
     for part in _encode(seq, entry):
         h.update(part)
     return h.hexdigest()
 
 
-def append(session: Session, entry: DecisionEntry) -> DecisionRecord:
+def append(session: Session, entry: Entry) -> AuditEntry:
     """Add one entry at the head of the chain, inside the caller's transaction (the caller commits)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
     head = session.execute(
-        select(DecisionRecord.seq, DecisionRecord.entry_hash).order_by(DecisionRecord.seq.desc()).limit(1)
+        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-    entry = DecisionEntry(
-        **{**entry.__dict__, "decided_at": to_ms(entry.decided_at), "received_at": to_ms(entry.received_at)}
-    )
-    record = DecisionRecord(
-        seq=seq, prev_hash=prev, entry_hash=entry_hash(prev, seq, entry), **entry.__dict__
-    )
-    session.add(record)
+    entry = dataclasses.replace(entry, at=to_ms(entry.at), recorded_at=to_ms(entry.recorded_at))
+    row = AuditEntry(seq=seq, prev_hash=prev, entry_hash=entry_hash(prev, seq, entry), **dataclasses.asdict(entry))
+    session.add(row)
     session.flush()
-    return record
+    return row
 
 
-def as_entry(record: DecisionRecord) -> DecisionEntry:
-    return DecisionEntry(
-        nonce=record.nonce,
-        reader=record.reader,
-        gate=record.gate,
-        badge_id=record.badge_id,
-        holder_id=record.holder_id,
-        allow=record.allow,
-        reason=record.reason,
-        detail=record.detail,
-        mode=record.mode,
-        decided_at=record.decided_at,
-        received_at=record.received_at,
-        expires_ms=record.expires_ms,
-    )
+def as_entry(row: AuditEntry) -> Entry:
+    return Entry(**{name: getattr(row, name) for name in _FIELDS})
 
 
 def first_broken(session: Session) -> int | None:
-    """The seq of the first row whose link or hash does not hold, or None when the chain is whole."""
+    """The seq of the first entry whose link or hash does not hold, or None when the chain is whole."""
     prev, expected_seq = GENESIS, 1
-    for record in session.scalars(select(DecisionRecord).order_by(DecisionRecord.seq)):
-        if record.seq != expected_seq or record.prev_hash != prev:
-            return record.seq
-        if entry_hash(prev, record.seq, as_entry(record)) != record.entry_hash:
-            return record.seq
-        prev, expected_seq = record.entry_hash, record.seq + 1
+    for row in session.scalars(select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)):
+        if row.seq != expected_seq or row.prev_hash != prev:
+            return row.seq
+        if entry_hash(prev, row.seq, as_entry(row)) != row.entry_hash:
+            return row.seq
+        prev, expected_seq = row.entry_hash, row.seq + 1
     return None

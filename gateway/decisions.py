@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core, tokens
-from gateway.db.models import Badge, DecisionRecord, Holder
+from gateway.db.models import AuditEntry, Badge, Holder
 from gateway.instance import Keyring
 from gateway.site import Site
 
@@ -85,18 +85,19 @@ class DecisionService:
             try:
                 audit.append(
                     session,
-                    audit.DecisionEntry(
-                        nonce=request.nonce,
+                    audit.Entry(
+                        kind="decision",
+                        ref=request.nonce,
+                        at=now,
+                        recorded_at=received,
                         reader=request.reader,
                         gate=answer.gate,
                         badge_id=badge_id,
                         holder_id=holder_id,
                         allow=decision.allow,
                         reason=decision.reason.value,
-                        detail=decision.detail[:2000],
                         mode="online",
-                        decided_at=now,
-                        received_at=received,
+                        detail=decision.detail[:2000],
                         expires_ms=answer.expires_ms,
                     ),
                 )
@@ -120,7 +121,9 @@ class DecisionService:
         return answer
 
     def _earlier(self, session: Session, request: contract.DecisionRequest) -> contract.DecisionAnswer | None:
-        row = session.scalar(select(DecisionRecord).where(DecisionRecord.nonce == request.nonce))
+        row = session.scalar(
+            select(AuditEntry).where(AuditEntry.ref == request.nonce, AuditEntry.kind == "decision")
+        )
         if row is None:
             return None
         if row.reader != request.reader:
@@ -137,12 +140,12 @@ class DecisionService:
             contract.DecisionAnswer(
                 reader=row.reader,
                 gate=row.gate,
-                nonce=row.nonce,
-                allow=row.allow,
+                nonce=request.nonce,
+                allow=bool(row.allow),
                 reason=row.reason,
                 badge=row.badge_id,
-                decided_ms=int(row.decided_at.timestamp() * 1000),
-                expires_ms=row.expires_ms,
+                decided_ms=int(row.at.timestamp() * 1000),
+                expires_ms=row.expires_ms or 0,
                 kid="",
             ),
             self.keyring.decision_signing,

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from gateway import audit, badges, contract
 from gateway.db.engine import make_engine, session_factory
-from gateway.db.models import DecisionRecord
+from gateway.db.models import AuditEntry
 from gateway.decisions import DecisionService
 
 NOW = dt.datetime(2026, 7, 26, 19, 30, tzinfo=dt.UTC)
@@ -54,9 +54,9 @@ def keys(instance) -> dict:  # type: ignore[no-untyped-def]
     return {contract.key_id(pub): pub}
 
 
-def rows(sessions) -> list[DecisionRecord]:  # type: ignore[no-untyped-def]
+def rows(sessions) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
     with sessions() as s:
-        return list(s.scalars(select(DecisionRecord).order_by(DecisionRecord.seq)))
+        return list(s.scalars(select(AuditEntry).order_by(AuditEntry.seq)))
 
 
 def test_allow_is_logged_and_signed(world) -> None:  # type: ignore[no-untyped-def]
@@ -70,7 +70,7 @@ def test_allow_is_logged_and_signed(world) -> None:  # type: ignore[no-untyped-d
         is None
     )
     [row] = rows(sessions)
-    assert (row.allow, row.reason, row.gate, row.badge_id, row.nonce) == (
+    assert (row.allow, row.reason, row.gate, row.badge_id, row.ref) == (
         True,
         "granted",
         "STA-G1",
@@ -127,7 +127,7 @@ def test_audit_chain_links_every_row_and_detects_an_edit(world) -> None:  # type
     with sessions() as s:
         assert audit.first_broken(s) is None
     with sessions() as s, s.begin():
-        row = s.scalar(select(DecisionRecord).where(DecisionRecord.seq == 2))
+        row = s.scalar(select(AuditEntry).where(AuditEntry.seq == 2))
         assert row is not None
         row.reason = "granted" if row.reason != "granted" else "revoked"
     with sessions() as s:
@@ -137,11 +137,11 @@ def test_audit_chain_links_every_row_and_detects_an_edit(world) -> None:  # type
 def test_unloggable_decision_is_a_denial(world) -> None:  # type: ignore[no-untyped-def]
     service, sessions, badge, _ = world
     with sessions() as s, s.begin():
-        s.execute(DecisionRecord.__table__.delete())
+        s.execute(AuditEntry.__table__.delete())
     service.sessions.kw["bind"].dispose()
     # Point the service at a database without the schema: the audit write fails, so nothing may be granted.
     service.sessions = session_factory(make_engine("sqlite://"))
     answer = service.answer(request(badge.token))
     assert (answer.allow, answer.reason) == (False, "not_logged")
     with sessions() as s:
-        assert s.scalar(select(func.count()).select_from(DecisionRecord)) == 0
+        assert s.scalar(select(func.count()).select_from(AuditEntry)) == 0

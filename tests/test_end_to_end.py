@@ -22,7 +22,7 @@ from firmware_bridge.sim import SimulatedGate, start_simulated_gate
 from gateway import badges, contract
 from gateway.broker_setup import GATEWAY_USER, bridge_user
 from gateway.db.engine import make_engine, session_factory
-from gateway.db.models import Badge, DecisionRecord
+from gateway.db.models import AuditEntry, Badge
 from gateway.instance import write_private
 from gateway.mqttlink import BrokerAddress
 from readers.scenes import render_badge_frame, write_video
@@ -40,9 +40,22 @@ def gate_world(instance, site, broker, tmp_path: Path) -> Iterator[dict]:  # typ
         passwords[user] = tmp_path / f"{user}.pw"
         write_private(passwords[user], broker.password(user).encode())
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "decide", "--instance", str(instance.folder),
-         "--broker-port", str(broker.port), "--password-file", str(passwords[GATEWAY_USER])],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "decide",
+            "--instance",
+            str(instance.folder),
+            "--broker-port",
+            str(broker.port),
+            "--password-file",
+            str(passwords[GATEWAY_USER]),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert gateway.stdout is not None
     for line in gateway.stdout:  # wait until it is subscribed
@@ -52,7 +65,9 @@ def gate_world(instance, site, broker, tmp_path: Path) -> Iterator[dict]:  # typ
         pytest.fail(f"gateway decide exited with {gateway.wait()}")
     pub = instance.keyring.decision_signing.public_key()
     sim: SimulatedGate = start_simulated_gate(
-        site, GATE, {contract.key_id(pub): pub},
+        site,
+        GATE,
+        {contract.key_id(pub): pub},
         BrokerAddress("127.0.0.1", broker.port, bridge_user(GATE), broker.password(bridge_user(GATE))),
     )
     yield {"sim": sim, "passwords": passwords}
@@ -67,8 +82,17 @@ def issue(instance, site, zones: list[str], revoked: bool = False) -> Badge:  # 
     with sessions() as s, s.begin():
         org = badges.get_or_create_organisation(s, "BPOL", "Bundespolizei (lent)", "police", "DE")
         holder = badges.register_holder(s, site, org, "Keller", "Jana", "police", "DE", now)
-        badge = badges.issue_badge(s, site, instance.keyring, instance.settings.issuer, holder, zones,
-                                   now - dt.timedelta(minutes=10), now + dt.timedelta(days=2), now)
+        badge = badges.issue_badge(
+            s,
+            site,
+            instance.keyring,
+            instance.settings.issuer,
+            holder,
+            zones,
+            now - dt.timedelta(minutes=10),
+            now + dt.timedelta(days=2),
+            now,
+        )
         if revoked:
             badges.revoke_badge(s, badge.id, "reported stolen", now)
     return badge
@@ -81,19 +105,37 @@ def scan(world: dict, broker, badge: Badge, tmp_path: Path, seed: int) -> str:  
     video = tmp_path / f"camera-{seed}.avi"
     write_video([frame] * 5, video, fps=10)
     result = subprocess.run(
-        [sys.executable, "-m", "readers", "run", "--site", str(ROOT / "zones.yaml"), "--reader", READER,
-         "--source", str(video), "--broker-port", str(broker.port),
-         "--password-file", str(world["passwords"][READER]), "--decision-key", world["decision_key"]],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "readers",
+            "run",
+            "--site",
+            str(ROOT / "zones.yaml"),
+            "--reader",
+            READER,
+            "--source",
+            str(video),
+            "--broker-port",
+            str(broker.port),
+            "--password-file",
+            str(world["passwords"][READER]),
+            "--decision-key",
+            world["decision_key"],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def audit_rows(instance, badge: Badge) -> list[DecisionRecord]:  # type: ignore[no-untyped-def]
+def audit_rows(instance, badge: Badge) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
     sessions = session_factory(make_engine(instance.settings.database_url))
     with sessions() as s:
-        return list(s.scalars(select(DecisionRecord).where(DecisionRecord.badge_id == badge.id)))
+        return list(s.scalars(select(AuditEntry).where(AuditEntry.badge_id == badge.id)))
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def forbidden_after_importing(module: str) -> list[str]:
     """Top-level packages from FORBIDDEN in sys.modules after importing `module` in a fresh interpreter."""
     code = (
         "import importlib, json, sys\n"
-        f"importlib.import_module({module!r})\n"
+        f"[importlib.import_module(m) for m in {module!r}.split(';')]\n"
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({list(FORBIDDEN)!r}))))\n"
     )
     done = subprocess.run(
@@ -38,6 +38,23 @@ def forbidden_after_importing(module: str) -> list[str]:
     return found
 
 
+def _all_modules(package: str) -> list[str]:
+    folder = ROOT / package
+    return sorted(
+        f"{package}.{p.stem}" if p.stem != "__init__" else package
+        for p in folder.glob("*.py")
+        if p.stem != "__main__"
+    )
+
+
+@pytest.mark.parametrize("package", ["readers", "firmware_bridge"])
+def test_every_module_of_the_device_packages_stays_clear(package: str) -> None:
+    """The whole reader and bridge, as a device installs them: every module, imported together."""
+    modules = _all_modules(package)
+    assert len(modules) > 3
+    assert forbidden_after_importing(";".join(modules)) == []
+
+
 @pytest.mark.parametrize("module", DEVICE_SIDE_MODULES)
 def test_device_side_module_imports_neither_flask_nor_sqlalchemy(module: str) -> None:
     assert forbidden_after_importing(module) == []
@@ -46,3 +63,7 @@ def test_device_side_module_imports_neither_flask_nor_sqlalchemy(module: str) ->
 def test_the_check_sees_flask_when_it_is_imported() -> None:
     """The probe itself works: a module that does import Flask is caught."""
     assert forbidden_after_importing("flask") == ["flask"]
+
+
+def test_flask_is_caught_among_several_modules() -> None:
+    assert forbidden_after_importing("gateway.core;gateway.web") == ["flask", "sqlalchemy"]

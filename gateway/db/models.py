@@ -131,31 +131,37 @@ class ReaderRecord(Base):
     side: Mapped[str] = mapped_column(String(8))
 
 
-class DecisionRecord(Base):
-    """The audit of one decision, allow or deny. Rows are only ever appended; each one hashes its predecessor."""
+class AuditEntry(Base):
+    """One entry of the audit: decisions, gate events, desk and lead actions, in one append-only sequence.
 
-    __tablename__ = "decisions"
+    `seq` is assigned by the writer (head + 1) so that the hash chain covers it; each row hashes its predecessor.
+    Common columns are typed and indexed for the leads' searches; the rest of an entry lives in `detail`.
+    """
+
+    __tablename__ = "audit_entries"
     __table_args__ = (
-        UniqueConstraint("nonce", name="uq_decisions_nonce"),
-        Index("ix_decisions_decided_at", "decided_at"),
-        Index("ix_decisions_badge", "badge_id"),
-        Index("ix_decisions_gate_time", "gate", "decided_at"),
+        UniqueConstraint("ref", name="uq_audit_ref"),
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_kind_at", "kind", "at"),
+        Index("ix_audit_gate_at", "gate", "at"),
+        Index("ix_audit_badge", "badge_id"),
+        Index("ix_audit_holder", "holder_id"),
     )
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    nonce: Mapped[str] = mapped_column(String(32))
-    reader: Mapped[str] = mapped_column(String(48))
-    gate: Mapped[str] = mapped_column(
-        String(48)
-    )  # no foreign key: an unknown reader's request is audited too
-    badge_id: Mapped[str] = mapped_column(String(40))  # "" when the token was unreadable
-    holder_id: Mapped[str] = mapped_column(String(40))
-    allow: Mapped[bool] = mapped_column(Boolean)
-    reason: Mapped[str] = mapped_column(String(48))
-    detail: Mapped[str] = mapped_column(Text)
-    mode: Mapped[str] = mapped_column(String(8))  # online, offline
-    decided_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    expires_ms: Mapped[int] = mapped_column(BigInteger)  # epoch ms: past 32 bits
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(24))  # decision, gate_event, badge_issued, badge_revoked, ...
+    ref: Mapped[str | None] = mapped_column(String(80), nullable=True)  # idempotency key: nonce, gate:seq
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # when it happened (decided, passed, revoked)
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # when the gateway wrote it
+    reader: Mapped[str] = mapped_column(String(48), default="")
+    gate: Mapped[str] = mapped_column(String(48), default="")  # no foreign keys: unknown places are audited too
+    badge_id: Mapped[str] = mapped_column(String(40), default="")
+    holder_id: Mapped[str] = mapped_column(String(40), default="")
+    operator: Mapped[str] = mapped_column(String(64), default="")
+    allow: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    reason: Mapped[str] = mapped_column(String(48), default="")
+    mode: Mapped[str] = mapped_column(String(8), default="")  # online, offline, manual, forced
+    detail: Mapped[str] = mapped_column(Text, default="")
+    expires_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # a decision answer's expiry
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64))
 
@@ -170,3 +176,31 @@ class Operator(Base):
     role: Mapped[str] = mapped_column(String(16))  # desk, lead, admin
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class SiteState(Base):
+    """Site-wide settings that leads switch at run time (the threat level); every change is also audited."""
+
+    __tablename__ = "site_state"
+    key: Mapped[str] = mapped_column(String(48), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    changed_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class Position(Base):
+    """Where a holder is now, from confirmed passages (never from grants alone): anti-passback and muster."""
+
+    __tablename__ = "positions"
+    holder_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    zone: Mapped[str] = mapped_column(String(48), index=True)  # "outside" once they have left the site
+    gate: Mapped[str] = mapped_column(String(48))
+    since: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class Occupancy(Base):
+    """How many holders are in a zone, kept with positions in the same transaction so that reading it is O(1)."""
+
+    __tablename__ = "occupancy"
+    zone: Mapped[str] = mapped_column(String(48), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -7,30 +7,36 @@ from typing import Any
 from flask import Blueprint, jsonify, render_template, request
 from sqlalchemy import func, select
 
-from gateway.db.models import DecisionRecord
+from gateway.db.models import AuditEntry
 from gateway.web.app import services
 from gateway.web.auth import login_required
 
 bp = Blueprint("oversight", __name__)
 
 
-def _recent(limit: int) -> list[DecisionRecord]:
+def _recent(limit: int) -> list[AuditEntry]:
     with services().sessions() as s:
-        return list(s.scalars(select(DecisionRecord).order_by(DecisionRecord.seq.desc()).limit(limit)))
+        return list(
+            s.scalars(
+                select(AuditEntry).where(AuditEntry.kind == "decision").order_by(AuditEntry.seq.desc()).limit(limit)
+            )
+        )
 
 
 @bp.get("/")
 @login_required("lead", "desk")
 def index() -> Any:
     with services().sessions() as s:
-        total = s.scalar(select(func.count()).select_from(DecisionRecord)) or 0
+        total = s.scalar(select(func.count()).select_from(AuditEntry).where(AuditEntry.kind == "decision")) or 0
         denied = (
-            s.scalar(select(func.count()).select_from(DecisionRecord).where(DecisionRecord.allow.is_(False)))
+            s.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.kind == "decision", AuditEntry.allow.is_(False))
+            )
             or 0
         )
-    return render_template(
-        "decisions.html", rows=_recent(100), total=total, denied=denied, site=services().site
-    )
+    return render_template("decisions.html", rows=_recent(100), total=total, denied=denied, site=services().site)
 
 
 @bp.get("/api/v1/decisions")
@@ -41,7 +47,7 @@ def api_decisions() -> Any:
         [
             {
                 "seq": r.seq,
-                "decided_at": r.decided_at.isoformat(timespec="milliseconds"),
+                "decided_at": r.at.isoformat(timespec="milliseconds"),
                 "reader": r.reader,
                 "gate": r.gate,
                 "badge": r.badge_id,
@@ -50,7 +56,7 @@ def api_decisions() -> Any:
                 "reason": r.reason,
                 "detail": r.detail,
                 "mode": r.mode,
-                "nonce": r.nonce,
+                "nonce": r.ref,
             }
             for r in _recent(limit)
         ]

@@ -18,29 +18,33 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table(
-        "decisions",
-        sa.Column("seq", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("nonce", sa.String(length=32), nullable=False),
+        "audit_entries",
+        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("kind", sa.String(length=24), nullable=False),
+        sa.Column("ref", sa.String(length=80), nullable=True),
+        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("recorded_at", sa.DateTime(), nullable=False),
         sa.Column("reader", sa.String(length=48), nullable=False),
         sa.Column("gate", sa.String(length=48), nullable=False),
         sa.Column("badge_id", sa.String(length=40), nullable=False),
         sa.Column("holder_id", sa.String(length=40), nullable=False),
-        sa.Column("allow", sa.Boolean(), nullable=False),
+        sa.Column("operator", sa.String(length=64), nullable=False),
+        sa.Column("allow", sa.Boolean(), nullable=True),
         sa.Column("reason", sa.String(length=48), nullable=False),
-        sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("mode", sa.String(length=8), nullable=False),
-        sa.Column("decided_at", sa.DateTime(), nullable=False),
-        sa.Column("received_at", sa.DateTime(), nullable=False),
-        sa.Column("expires_ms", sa.BigInteger(), nullable=False),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.Column("expires_ms", sa.BigInteger(), nullable=True),
         sa.Column("prev_hash", sa.String(length=64), nullable=False),
         sa.Column("entry_hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("seq"),
-        sa.UniqueConstraint("nonce", name="uq_decisions_nonce"),
+        sa.UniqueConstraint("ref", name="uq_audit_ref"),
     )
-    with op.batch_alter_table("decisions", schema=None) as batch_op:
-        batch_op.create_index("ix_decisions_badge", ["badge_id"], unique=False)
-        batch_op.create_index("ix_decisions_decided_at", ["decided_at"], unique=False)
-        batch_op.create_index("ix_decisions_gate_time", ["gate", "decided_at"], unique=False)
+    with op.batch_alter_table("audit_entries", schema=None) as batch_op:
+        batch_op.create_index("ix_audit_at", ["at"], unique=False)
+        batch_op.create_index("ix_audit_badge", ["badge_id"], unique=False)
+        batch_op.create_index("ix_audit_gate_at", ["gate", "at"], unique=False)
+        batch_op.create_index("ix_audit_holder", ["holder_id"], unique=False)
+        batch_op.create_index("ix_audit_kind_at", ["kind", "at"], unique=False)
 
     op.create_table(
         "gates",
@@ -175,9 +179,11 @@ def downgrade() -> None:
     op.drop_table("organisations")
     op.drop_table("operators")
     op.drop_table("gates")
-    with op.batch_alter_table("decisions", schema=None) as batch_op:
-        batch_op.drop_index("ix_decisions_gate_time")
-        batch_op.drop_index("ix_decisions_decided_at")
-        batch_op.drop_index("ix_decisions_badge")
+    with op.batch_alter_table("audit_entries", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_kind_at")
+        batch_op.drop_index("ix_audit_holder")
+        batch_op.drop_index("ix_audit_gate_at")
+        batch_op.drop_index("ix_audit_badge")
+        batch_op.drop_index("ix_audit_at")
 
-    op.drop_table("decisions")
+    op.drop_table("audit_entries")
