@@ -66,9 +66,7 @@ def _decision_keys(instance) -> dict:  # type: ignore[no-untyped-def]
 def test_reader_link_gets_a_genuine_signed_answer(running, broker) -> None:  # type: ignore[no-untyped-def]
     _, badge, instance = running
     address = BrokerAddress("127.0.0.1", broker.port, "STA-G1-IN", broker.password("STA-G1-IN"))
-    link = GatewayLink(
-        address, "STA-G1-IN", "STA-G1", _decision_keys(instance), lambda: int(time.time() * 1000)
-    )
+    link = GatewayLink(address, "STA-G1-IN", "STA-G1", _decision_keys(instance), lambda: int(time.time() * 1000))
     link.start()
     try:
         answer = link.ask(badge.token, timeout_s=5)
@@ -151,9 +149,7 @@ def test_mosquitto_clients_alone_can_ask_for_a_decision(running, broker, tmp_pat
         False,
     )
     assert (
-        contract.answer_problem(
-            answer, _decision_keys(instance), reader=reader, nonce=nonce, now_ms=answer.decided_ms
-        )
+        contract.answer_problem(answer, _decision_keys(instance), reader=reader, nonce=nonce, now_ms=answer.decided_ms)
         is None
     )
 
@@ -200,3 +196,36 @@ def test_request_with_a_foreign_response_topic_is_not_answered(running, broker) 
     finally:
         link.stop()
     assert worker.handled == before + 1
+
+
+def test_reader_denies_as_gateway_unreachable_when_no_gateway_answers(broker) -> None:  # type: ignore[no-untyped-def]
+    """No decision worker is running: the reader waits its timeout and denies, with nothing sent to the bridge."""
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway import tokens
+    from readers.agent import ReaderAgent
+    from readers.decoding import Decoder, to_gray
+    from readers.scenes import render_badge_frame
+
+    token = tokens.issue_token(
+        Ed25519PrivateKey.generate(),
+        issuer="PAR24",
+        badge_id="abcdEFGH1234",
+        holder_id="hldr5678",
+        zones=["STADIUM-PERIMETER"],
+        not_before=0,
+        expires=2**31,
+    )
+    address = BrokerAddress("127.0.0.1", broker.port, "GDN-G1-IN", broker.password("GDN-G1-IN"))
+    link = GatewayLink(address, "GDN-G1-IN", "GDN-G1", {}, lambda: int(time.time() * 1000))
+    forwarded: list[object] = []
+    link.forward_to_bridge = forwarded.append  # type: ignore[method-assign]
+    agent = ReaderAgent("GDN-G1-IN", Decoder(), link, to_gray, clock_s=time.monotonic, answer_timeout_s=0.5)
+    link.start()
+    try:
+        outcomes = agent.process(render_badge_frame(token, (1280, 720), rng=np.random.default_rng(7)))
+    finally:
+        link.stop()
+    assert [(o.allow, o.reason) for o in outcomes] == [(False, "gateway_unreachable")]
+    assert forwarded == []

@@ -26,3 +26,12 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     command.upgrade(alembic_config(database_url), "head")
     assert {"audit_entries", "holders", "badges", "positions"} <= set(inspect(engine).get_table_names())
     engine.dispose()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import text
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    engine.dispose()
