@@ -65,9 +65,7 @@ def sync_site(instance: Instance, site: Site) -> None:
     sessions = session_factory(make_engine(instance.settings.database_url))
     with sessions() as s, s.begin():
         for gate in site.gates.values():
-            s.merge(
-                GateRecord(code=gate.code, name=gate.name, from_zone=gate.from_zone, to_zone=gate.to_zone)
-            )
+            s.merge(GateRecord(code=gate.code, name=gate.name, from_zone=gate.from_zone, to_zone=gate.to_zone))
         s.flush()
         for reader in site.readers.values():
             s.merge(ReaderRecord(code=reader.code, gate_code=reader.gate, side=reader.side))
@@ -124,9 +122,7 @@ def init(
     password = add_operator(instance, admin, "admin", admin_password)
     click.echo(f"instance created in {folder}")
     click.echo(f"  badge key id     {instance.keyring.badge_kid}")
-    click.echo(
-        f"  decision key id  {instance.keyring.decision_kid} (give {folder}/keys/decision.pub.pem to readers)"
-    )
+    click.echo(f"  decision key id  {instance.keyring.decision_kid} (give {folder}/keys/decision.pub.pem to readers)")
     click.echo(f"  database         {url.split('@')[-1]}")
     click.echo(f"  administrator    {admin} / {password}   (shown once)")
 
@@ -186,9 +182,7 @@ def add_holder(
     sessions = session_factory(make_engine(instance.settings.database_url))
     try:
         with sessions() as s, s.begin():
-            org = badges.get_or_create_organisation(
-                s, organisation, organisation_name or organisation, kind, country
-            )
+            org = badges.get_or_create_organisation(s, organisation, organisation_name or organisation, kind, country)
             holder = badges.register_holder(s, site, org, family_name, given_name, role, country, _now())
             click.echo(holder.id)
     except badges.DeskError as exc:
@@ -200,9 +194,7 @@ def add_holder(
 @click.argument("holder_id")
 @click.option("--zones", required=True, help="Comma-separated zone codes.")
 @click.option("--days", type=float, default=30, show_default=True, help="Validity from now.")
-@click.option(
-    "--qr", "qr_file", type=click.Path(path_type=Path), default=None, help="Also write the QR as PNG."
-)
+@click.option("--qr", "qr_file", type=click.Path(path_type=Path), default=None, help="Also write the QR as PNG.")
 def issue_badge(instance_path: str, holder_id: str, zones: str, days: float, qr_file: Path | None) -> None:
     """Issue a signed badge; prints its id and token."""
     instance = _instance(instance_path)
@@ -260,11 +252,10 @@ def build_decision_worker(instance: Instance, host: str, port: int, password_fil
     site = _site(instance.settings.site_file)
     service = DecisionService(
         site=site,
-        keyring=instance.keyring,
+        keyring=lambda: instance.keyring,
         issuer=instance.settings.issuer,
         sessions=session_factory(make_engine(instance.settings.database_url)),
         clock=_now,
-        threat_level=lambda: site.default_threat_level,
     )
     address = BrokerAddress.from_password_file(host, port, GATEWAY_USER, password_file)
     return DecisionWorker(service, address, client_id=f"gateway-{worker}")
@@ -301,9 +292,7 @@ def _wait_for_signal() -> None:
 @click.option("--worker", default="1", show_default=True, help="Worker name; run several to share the load.")
 def decide(instance_path: str, broker_host: str, broker_port: int, password_file: Path, worker: str) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
-    worker_obj = build_decision_worker(
-        _instance(instance_path), broker_host, broker_port, password_file, worker
-    )
+    worker_obj = build_decision_worker(_instance(instance_path), broker_host, broker_port, password_file, worker)
     try:
         worker_obj.start()
     except ConnectionError as exc:
@@ -328,3 +317,27 @@ def web(instance_path: str, host: str, port: int) -> None:
     except InstanceError as exc:
         raise click.ClickException(str(exc)) from None
     run_simple(host, port, app, threaded=True)
+
+
+@main.command("threat-level")
+@instance_option
+@click.argument("level", required=False)
+@click.option("--operator", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+@click.option("--why", default="", help="Reason, kept in the audit.")
+def threat_level(instance_path: str, level: str | None, operator: str, why: str) -> None:
+    """Show the threat level, or switch it to LEVEL (the next decision uses it; the switch is audited)."""
+    from gateway.decisions import current_threat_level
+    from gateway.threat import ThreatLevelError, set_threat_level
+
+    instance = _instance(instance_path)
+    site = _site(instance.settings.site_file)
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    with sessions() as s, s.begin():
+        if level is None:
+            click.echo(current_threat_level(s, site))
+            return
+        try:
+            previous = set_threat_level(s, site, level, operator, _now(), why)
+        except ThreatLevelError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"threat level {previous} -> {level}")

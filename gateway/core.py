@@ -7,10 +7,12 @@ When several rules fail, the reason is the first in `_PRIORITY` order and the ot
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from gateway.site import OUTSIDE, Site
+from gateway.site import OUTSIDE, Reader, Site, ThreatRule, TimeWindow, Zone
 
 LEEWAY_S = 30  # clock tolerance on nbf/exp between issuing and deciding machines
 
@@ -33,8 +35,18 @@ class Reason(StrEnum):
     REVOKED = "revoked"
     HOLDER_SUSPENDED = "holder_suspended"
     UNKNOWN_HOLDER = "unknown_holder"
-    # the zone
+    # the zone and its rules
     ZONE_NOT_PERMITTED = "zone_not_permitted"
+    ZONE_CLOSED = "zone_closed"
+    ROLE_NOT_PERMITTED = "role_not_permitted"
+    QUALIFICATION_MISSING = "qualification_missing"
+    QUALIFICATION_EXPIRED = "qualification_expired"
+    OUTSIDE_SCHEDULE = "outside_schedule"
+    OUTSIDE_SHIFT = "outside_shift"
+    ANTI_PASSBACK = "anti_passback"
+    ZONE_FULL = "zone_full"
+    # allowed, with a flag for the leads
+    ANTI_PASSBACK_SOFT = "anti_passback_soft"
     # decided outside the core
     GATEWAY_UNREACHABLE = "gateway_unreachable"
     NOT_LOGGED = "not_logged"
@@ -69,12 +81,24 @@ class TokenProblem:
 
 
 @dataclass(frozen=True)
+class Whereabouts:
+    """Where the holder was last seen going, from a confirmed passage (not a grant)."""
+
+    zone: str  # a zone code, or OUTSIDE
+    since: dt.datetime
+
+
+@dataclass(frozen=True)
 class HolderFacts:
     """What the gateway's records say about the badge and its holder at decision time."""
 
     badge_known: bool
     badge_revoked: bool
     holder_status: str | None  # "active", "suspended", or None when the holder is not on record
+    role: str = ""
+    qualifications: Mapping[str, dt.datetime | None] = field(default_factory=dict)  # kind -> expiry (None: none)
+    shifts: tuple[TimeWindow, ...] = ()  # site-local windows the holder works in; empty: no shift limit
+    whereabouts: Whereabouts | None = None
 
 
 UNKNOWN_FACTS = HolderFacts(badge_known=False, badge_revoked=False, holder_status=None)
@@ -87,26 +111,46 @@ def decide(
     reader_code: str,
     threat_level: str,
     now: dt.datetime,
+    occupancy: Mapping[str, int] | None = None,
 ) -> Decision:
-    """May the bearer of `token` pass reader `reader_code` at `now`?"""
+    """May the bearer of `token` pass reader `reader_code` at `now`?
+
+    `occupancy` counts holders per zone (each zone on its own, not its children), from confirmed passages.
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     reader = site.readers.get(reader_code)
     if reader is None:
-        return Decision(
-            False, Reason.UNKNOWN_READER, f"reader {reader_code!r} is not in the site configuration"
-        )
+        return Decision(False, Reason.UNKNOWN_READER, f"reader {reader_code!r} is not in the site configuration")
     if reader.gate not in site.gates:
         return Decision(False, Reason.UNKNOWN_GATE, f"gate {reader.gate!r} is not in the site configuration")
     if isinstance(token, TokenProblem):
         return Decision(False, token.reason, token.detail)
+    if threat_level not in site.threat_levels:
+        raise ValueError(f"unknown threat level {threat_level!r}")
 
+    target = site.target_zone(reader)
     failures: list[tuple[Reason, str]] = []
     failures.extend(_validity(token, now))
     failures.extend(_standing(facts))
-    failures.extend(_zone(token, site, site.target_zone(reader)))
+    failures.extend(_zone(token, site, reader))
+    flags: list[str] = []
+    if target != OUTSIDE and reader.side == "in":
+        # Leaving towards a parent zone is never held up by the rules of the zone one walks into.
+        zone = site.zones[target]
+        local = now.astimezone(zoneinfo.ZoneInfo(site.timezone))
+        failures.extend(_threat_rules(site, zone, threat_level, facts, now))
+        failures.extend(_times(zone, facts, local))
+        apb = _anti_passback(site, zone, facts, now)
+        if apb and zone.anti_passback == "soft":
+            flags.append(apb)
+        elif apb:
+            failures.append((Reason.ANTI_PASSBACK, apb))
+        failures.extend(_capacity(site, zone, facts, occupancy or {}))
     if not failures:
-        return Decision(True, Reason.GRANTED, f"into {site.target_zone(reader)}")
+        if flags:
+            return Decision(True, Reason.ANTI_PASSBACK_SOFT, f"into {target}; flagged: {flags[0]}")
+        return Decision(True, Reason.GRANTED, f"into {target}")
     failures.sort(key=lambda f: _PRIORITY.index(f[0]))
     reason, detail = failures[0]
     others = "; ".join(f"{r.value}: {d}" for r, d in failures[1:])
@@ -120,7 +164,100 @@ _PRIORITY = [
     Reason.EXPIRED,
     Reason.NOT_YET_VALID,
     Reason.ZONE_NOT_PERMITTED,
+    Reason.ZONE_CLOSED,
+    Reason.ROLE_NOT_PERMITTED,
+    Reason.QUALIFICATION_MISSING,
+    Reason.QUALIFICATION_EXPIRED,
+    Reason.OUTSIDE_SCHEDULE,
+    Reason.OUTSIDE_SHIFT,
+    Reason.ANTI_PASSBACK,
+    Reason.ZONE_FULL,
 ]
+
+
+def effective_threat_rule(site: Site, zone: Zone, level: str) -> ThreatRule:
+    """Rules tighten as the level rises: every rule of this level and of the calmer ones applies."""
+    closed = False
+    roles: set[str] | None = None
+    requires: list[str] = []
+    for current in site.threat_levels[: site.threat_levels.index(level) + 1]:
+        rule = zone.threat_levels.get(current)
+        if rule is None:
+            continue
+        closed = closed or rule.closed
+        if rule.roles:
+            roles = set(rule.roles) if roles is None else roles & set(rule.roles)
+        requires.extend(q for q in rule.requires if q not in requires)
+    return ThreatRule(closed=closed, roles=tuple(sorted(roles)) if roles is not None else (), requires=tuple(requires))
+
+
+def _threat_rules(site: Site, zone: Zone, level: str, facts: HolderFacts, now: dt.datetime) -> list[tuple[Reason, str]]:
+    rule = effective_threat_rule(site, zone, level)
+    found: list[tuple[Reason, str]] = []
+    if rule.closed:
+        found.append((Reason.ZONE_CLOSED, f"{zone.code} is closed at threat level {level}"))
+    # An empty intersection of role lists means no role may enter: that is still a restriction.
+    restricted = any(
+        zone.threat_levels.get(lv, ThreatRule()).roles
+        for lv in site.threat_levels[: site.threat_levels.index(level) + 1]
+    )
+    if restricted and facts.role not in rule.roles:
+        found.append(
+            (Reason.ROLE_NOT_PERMITTED, f"role {facts.role or 'unknown'} may not enter {zone.code} at {level}")
+        )
+    required = list(zone.requires) + [q for q in rule.requires if q not in zone.requires]
+    for kind in required:
+        if kind not in facts.qualifications:
+            found.append((Reason.QUALIFICATION_MISSING, f"{zone.code} requires {kind}"))
+            continue
+        expiry = facts.qualifications[kind]
+        if expiry is not None and now >= expiry:
+            found.append((Reason.QUALIFICATION_EXPIRED, f"{kind} expired {expiry:%Y-%m-%d}"))
+    return found
+
+
+def _times(zone: Zone, facts: HolderFacts, local: dt.datetime) -> list[tuple[Reason, str]]:
+    found: list[tuple[Reason, str]] = []
+    if zone.schedule and not any(w.contains(local) for w in zone.schedule):
+        found.append((Reason.OUTSIDE_SCHEDULE, f"{zone.code} is not open at {local:%a %H:%M}"))
+    if facts.shifts and not any(w.contains(local) for w in facts.shifts):
+        found.append((Reason.OUTSIDE_SHIFT, f"not on shift at {local:%a %H:%M}"))
+    return found
+
+
+def _inside(site: Site, here: str, zone: str) -> bool:
+    """Is a holder in `here` inside `zone` (the zone itself or one of its descendants)?"""
+    return here != OUTSIDE and here in site.zones and (here == zone or zone in site.ancestors(here))
+
+
+def _anti_passback(site: Site, zone: Zone, facts: HolderFacts, now: dt.datetime) -> str:
+    """Why entering `zone` again breaks its anti-passback rule, or "" when it does not."""
+    seen = facts.whereabouts
+    if zone.anti_passback == "none" or seen is None or not _inside(site, seen.zone, zone.code):
+        return ""
+    if zone.anti_passback == "timed":
+        minutes = (now - seen.since).total_seconds() / 60
+        if minutes >= zone.anti_passback_minutes:
+            return ""
+        return f"entered {zone.code} {int(minutes)} min ago (re-entry after {zone.anti_passback_minutes} min)"
+    return f"already inside {zone.code} since {seen.since:%H:%M} UTC"
+
+
+def occupancy_of(site: Site, zone: str, occupancy: Mapping[str, int]) -> int:
+    """Holders in a zone and all zones within it."""
+    return sum(n for z, n in occupancy.items() if _inside(site, z, zone))
+
+
+def _capacity(site: Site, zone: Zone, facts: HolderFacts, occupancy: Mapping[str, int]) -> list[tuple[Reason, str]]:
+    if zone.capacity is None:
+        return []
+    seen = facts.whereabouts
+    if seen is not None and _inside(site, seen.zone, zone.code):
+        return []  # moving within the zone does not change how many are in it
+    count = occupancy_of(site, zone.code, occupancy)
+    if count >= zone.capacity:
+        return [(Reason.ZONE_FULL, f"{zone.code} holds {count} of {zone.capacity}")]
+    return []
 
 
 def _validity(token: BadgeClaims, now: dt.datetime) -> list[tuple[Reason, str]]:
@@ -161,10 +298,13 @@ def zone_permitted(badge_zones: frozenset[str], site: Site, zone: str) -> bool:
     return False
 
 
-def _zone(token: BadgeClaims, site: Site, zone: str) -> list[tuple[Reason, str]]:
-    if zone_permitted(token.zones, site, zone):
+def _zone(token: BadgeClaims, site: Site, reader: Reader) -> list[tuple[Reason, str]]:
+    target = site.target_zone(reader)
+    if zone_permitted(token.zones, site, target):
         return []
-    return [(Reason.ZONE_NOT_PERMITTED, f"badge does not open {zone}")]
+    if reader.side == "out" and zone_permitted(token.zones, site, site.gates[reader.gate].to_zone):
+        return []  # whoever may be in a zone may leave it, even into a zone their badge does not open
+    return [(Reason.ZONE_NOT_PERMITTED, f"badge does not open {target}")]
 
 
 def _ago(seconds: float) -> str:

@@ -74,6 +74,7 @@ def run(
         pytest.param("CDG-G1-OUT", {"STADIUM-FIELD"}, id="out-to-outside-with-unrelated-badge"),
         pytest.param("GDN-G2-IN", {"STATION-CHECKPOINT"}, id="inherit-platforms-via-checkpoint"),
         pytest.param("GDN-G2-IN", {"STATION-PLATFORMS"}, id="inherit-zone-named-itself"),
+        pytest.param("CDG-G2-OUT", {"AIRPORT-AIRSIDE"}, id="leaving-a-zone-into-one-not-on-the-badge"),
     ],
 )
 def test_granted(site: Site, reader: str, zones: set[str]) -> None:
@@ -194,7 +195,7 @@ def test_holder_standing(site: Site, facts: HolderFacts, reason: Reason) -> None
         pytest.param("STA-G1-IN", set(), id="no-zones"),
         pytest.param("GDN-G1-IN", {"STATION-PLATFORMS"}, id="inherit-child-does-not-open-parent"),
         pytest.param("GDN-G2-IN", {"STADIUM-PERIMETER"}, id="inherit-zone-other-tree"),
-        pytest.param("CDG-G2-OUT", {"AIRPORT-AIRSIDE"}, id="back-out-into-zone-not-on-badge"),
+        pytest.param("CDG-G2-OUT", {"STADIUM-BOWL"}, id="out-of-a-zone-the-badge-does-not-open-either"),
     ],
 )
 def test_zone_not_permitted(site: Site, reader: str, zones: set[str]) -> None:

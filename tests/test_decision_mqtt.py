@@ -30,11 +30,10 @@ def running(instance, site, broker) -> Iterator[tuple]:  # type: ignore[no-untyp
     sessions = session_factory(make_engine(instance.settings.database_url))
     service = DecisionService(
         site=site,
-        keyring=instance.keyring,
+        keyring=lambda: instance.keyring,
         issuer=instance.settings.issuer,
         sessions=sessions,
         clock=_now,
-        threat_level=lambda: site.default_threat_level,
     )
     address = BrokerAddress("127.0.0.1", broker.port, GATEWAY_USER, broker.password(GATEWAY_USER))
     worker = DecisionWorker(service, address, client_id=f"gw-{secrets.token_hex(3)}")

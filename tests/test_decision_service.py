@@ -22,11 +22,10 @@ def world(instance, site):  # type: ignore[no-untyped-def]
     clock = [NOW]
     service = DecisionService(
         site=site,
-        keyring=instance.keyring,
+        keyring=lambda: instance.keyring,
         issuer=instance.settings.issuer,
         sessions=sessions,
         clock=lambda: clock[0],
-        threat_level=lambda: site.default_threat_level,
     )
     with sessions() as s, s.begin():
         org = badges.get_or_create_organisation(s, "GN-75", "Gendarmerie Paris", "gendarmerie", "FR")

@@ -47,12 +47,13 @@ def create_app(instance_folder: Path, overrides: dict[str, Any] | None = None) -
         app.config.update(overrides)
     app.extensions["accessgw"] = Services(instance, site, engine, session_factory(engine))
 
-    from gateway.web import auth, keys, oversight
+    from gateway.web import auth, keys, oversight, threat
 
     auth.init_app(app)
     app.register_blueprint(keys.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(oversight.bp)
+    app.register_blueprint(threat.bp)
     return app
 
 
