@@ -242,23 +242,35 @@ def revoke_badge(instance_path: str, badge_id: str, reason: str) -> None:
     click.echo(f"revoked {badge_id}")
 
 
-def build_decision_worker(instance: Instance, host: str, port: int, password_file: Path, worker: str):  # type: ignore[no-untyped-def]
-    """Composition root of the decision process."""
+def build_decision_process(instance: Instance, host: str, port: int, password_file: Path, worker: str):  # type: ignore[no-untyped-def]
+    """Composition root of the decision process: the decision worker and the retained-site publisher."""
+    import time
+
     from gateway.broker_setup import GATEWAY_USER
     from gateway.decision_worker import DecisionWorker
     from gateway.decisions import DecisionService
+    from gateway.keyring_cache import ReloadingKeyring
     from gateway.mqttlink import BrokerAddress
+    from gateway.site_publisher import SitePublisher
 
     site = _site(instance.settings.site_file)
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    keyring = ReloadingKeyring(instance.folder)
     service = DecisionService(
-        site=site,
-        keyring=lambda: instance.keyring,
-        issuer=instance.settings.issuer,
-        sessions=session_factory(make_engine(instance.settings.database_url)),
-        clock=_now,
+        site=site, keyring=keyring, issuer=instance.settings.issuer, sessions=sessions, clock=_now
     )
     address = BrokerAddress.from_password_file(host, port, GATEWAY_USER, password_file)
-    return DecisionWorker(service, address, client_id=f"gateway-{worker}")
+    publisher = SitePublisher(
+        address,
+        f"gateway-{worker}-site",
+        site,
+        instance.settings.site_file.read_text(encoding="utf-8"),
+        keyring,
+        instance.settings.issuer,
+        sessions,
+        lambda: int(time.time() * 1000),
+    )
+    return DecisionWorker(service, address, client_id=f"gateway-{worker}"), publisher
 
 
 broker_options = [
@@ -292,14 +304,18 @@ def _wait_for_signal() -> None:
 @click.option("--worker", default="1", show_default=True, help="Worker name; run several to share the load.")
 def decide(instance_path: str, broker_host: str, broker_port: int, password_file: Path, worker: str) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
-    worker_obj = build_decision_worker(_instance(instance_path), broker_host, broker_port, password_file, worker)
+    decisions, publisher = build_decision_process(
+        _instance(instance_path), broker_host, broker_port, password_file, worker
+    )
     try:
-        worker_obj.start()
+        publisher.start()
+        decisions.start()
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"decision worker {worker} answering on {broker_host}:{broker_port}")
     _wait_for_signal()
-    worker_obj.stop()
+    decisions.stop()
+    publisher.stop()
 
 
 @main.command()

@@ -246,10 +246,7 @@ def b64url_decode(text: str) -> bytes:
 
 def signing_bytes(fields: Mapping[str, Any]) -> bytes:
     """Domain tag + canonical JSON (sorted keys, no spaces, ASCII) of the signed fields."""
-    return (
-        _SIGNING_DOMAIN
-        + json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    )
+    return _SIGNING_DOMAIN + json.dumps(dict(fields), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -305,3 +302,87 @@ def answer_problem(
     if now_ms >= answer.expires_ms:
         return f"answer expired {now_ms - answer.expires_ms} ms ago"
     return None
+
+
+# --- retained site messages (gateway to readers and bridges) -------------------------------------------
+
+SITE_TOPICS = {
+    "keys": f"{PREFIX}/site/keys",  # badge keys still accepted, and the issuer
+    "revocations": f"{PREFIX}/site/revocations",  # every revoked badge id (full list, versioned)
+    "threat_level": f"{PREFIX}/site/threat-level",
+    "config": f"{PREFIX}/site/config",  # the site file readers need to decide offline
+}
+MAX_SITE_MESSAGE_BYTES = 4 * 1024 * 1024
+_SITE_DOMAIN = b"acs-site-v1\n"
+_SITE_FIELDS = ("kind", "version", "issued_ms", "body", "kid")
+
+
+@dataclass(frozen=True)
+class SiteMessage:
+    """A retained, signed statement by the gateway. Readers keep the highest `version` of each kind."""
+
+    kind: str
+    version: int
+    issued_ms: int
+    body: Mapping[str, Any]
+    kid: str
+    sig: str = ""
+
+    def signing_bytes(self) -> bytes:
+        fields = {k: getattr(self, k) for k in _SITE_FIELDS}
+        return _SITE_DOMAIN + json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    def to_json(self) -> bytes:
+        return _dump({**{k: getattr(self, k) for k in _SITE_FIELDS}, "body": dict(self.body), "sig": self.sig})
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> SiteMessage:
+        if len(payload) > MAX_SITE_MESSAGE_BYTES:
+            raise ContractError(f"site message: {len(payload)} bytes exceeds {MAX_SITE_MESSAGE_BYTES}")
+        try:
+            data = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise ContractError(f"site message: not UTF-8 JSON ({exc})") from None
+        if not isinstance(data, dict) or isinstance(data.get("v"), bool) or data.get("v") != VERSION:
+            raise ContractError("site message: expected a JSON object of version 1")
+        if set(data) != {"v", *_SITE_FIELDS, "sig"}:
+            raise ContractError("site message: wrong set of fields")
+        if data["kind"] not in SITE_TOPICS:
+            raise ContractError(f"site message: unknown kind {str(data['kind'])[:40]!r}")
+        if not isinstance(data["body"], dict):
+            raise ContractError("site message: body must be an object")
+        return cls(
+            kind=data["kind"],
+            version=_int_ms(data["version"], "version"),
+            issued_ms=_int_ms(data["issued_ms"], "issued_ms"),
+            body=data["body"],
+            kid=_match(_KID, data["kid"], "kid", "a key id"),
+            sig=_match(_SIG, data["sig"], "sig", "an Ed25519 signature in base64url"),
+        )
+
+
+def sign_site_message(message: SiteMessage, private_key: Ed25519PrivateKey) -> SiteMessage:
+    unsigned = SiteMessage(
+        message.kind, message.version, message.issued_ms, message.body, key_id(private_key.public_key())
+    )
+    return SiteMessage(**{**unsigned.__dict__, "sig": b64url(private_key.sign(unsigned.signing_bytes()))})
+
+
+def site_message_problem(message: SiteMessage, keys: DecisionKeys) -> str | None:
+    """Why a site message must not be believed, or None when the gateway's decision key signed it."""
+    key = keys.get(message.kid)
+    if key is None:
+        return f"unknown decision key {message.kid!r}"
+    try:
+        key.verify(b64url_decode(message.sig), message.signing_bytes())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return "bad signature"
+    return None
+
+
+def badge_keys_from(message: SiteMessage) -> dict[str, Ed25519PublicKey]:
+    """The accepted badge public keys of a verified `keys` message, by kid."""
+    out: dict[str, Ed25519PublicKey] = {}
+    for entry in message.body.get("badge_keys", []):
+        out[str(entry["kid"])] = Ed25519PublicKey.from_public_bytes(b64url_decode(str(entry["x"])))
+    return out

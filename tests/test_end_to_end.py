@@ -135,7 +135,7 @@ def scan(world: dict, broker, badge: Badge, tmp_path: Path, seed: int) -> str:  
 def audit_rows(instance, badge: Badge) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
     sessions = session_factory(make_engine(instance.settings.database_url))
     with sessions() as s:
-        return list(s.scalars(select(AuditEntry).where(AuditEntry.badge_id == badge.id)))
+        return list(s.scalars(select(AuditEntry).where(AuditEntry.badge_id == badge.id, AuditEntry.kind == "decision")))
 
 
 @pytest.fixture

@@ -1,0 +1,130 @@
+"""Publishes what readers need to decide on their own, as retained messages signed with the decision key.
+
+The desk and the leads only write the database; this publisher, running in the decision process, watches it
+(every `interval_s`) and publishes a new version of a message when its content changed, so a revocation
+reaches online readers within about a second. After a reconnect everything is published again, because a
+broker restarted without persistence has forgotten its retained messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from gateway import contract
+from gateway.db.models import AuditEntry, Revocation
+from gateway.decisions import current_threat_level
+from gateway.instance import Keyring
+from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
+from gateway.site import Site
+
+log = logging.getLogger(__name__)
+
+
+def keys_body(keyring: Keyring, issuer: str) -> dict[str, Any]:
+    keys = []
+    for kid, pub in sorted(keyring.badge_public.items()):
+        raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        keys.append({"kid": kid, "x": contract.b64url(raw)})
+    return {"issuer": issuer, "badge_keys": keys}
+
+
+def revocations(session: Session) -> tuple[int, list[str]]:
+    """The revocation list's version (highest revocation id) and every revoked badge id."""
+    version = session.scalar(select(func.max(Revocation.id))) or 0
+    badge_ids = sorted(session.scalars(select(Revocation.badge_id)))
+    return version, badge_ids
+
+
+def threat_state(session: Session, site: Site) -> tuple[int, str]:
+    seq = session.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.kind == "threat_level")) or 0
+    return seq, current_threat_level(session, site)
+
+
+class SitePublisher:
+    def __init__(
+        self,
+        address: BrokerAddress,
+        client_id: str,
+        site: Site,
+        site_text: str,
+        keyring: Callable[[], Keyring],
+        issuer: str,
+        sessions: sessionmaker[Session],
+        clock_ms: Callable[[], int],
+        interval_s: float = 0.5,
+    ) -> None:
+        self.address = address
+        self.site = site
+        self.site_text = site_text
+        self.keyring = keyring
+        self.issuer = issuer
+        self.sessions = sessions
+        self.clock_ms = clock_ms
+        self.interval_s = interval_s
+        self.published: dict[str, tuple[int, str]] = {}  # kind -> (version, content digest) last sent
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="site-publisher", daemon=True)
+        self.client = make_client(address, client_id, on_link=self._on_link)
+
+    def start(self) -> None:
+        connect_and_wait(self.client, self.address)
+        self.publish_changes()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_link(self, up: bool) -> None:
+        if up:
+            with self._lock:
+                self.published.clear()  # the broker may have lost its retained messages: send all again
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.publish_changes()
+            except Exception:  # the database or broker may be away for a while; keep trying
+                log.exception("site publisher: could not publish")
+
+    def publish_changes(self) -> None:
+        """Publish every kind whose content differs from what was last sent."""
+        keyring = self.keyring()
+        with self.sessions() as session:
+            revocation_version, revoked = revocations(session)
+            threat_version, level = threat_state(session, self.site)
+        now = self.clock_ms()
+        digest = hashlib.sha256(self.site_text.encode()).hexdigest()
+        bodies: dict[str, tuple[int, dict[str, Any]]] = {
+            "config": (now, {"zones_yaml": self.site_text, "sha256": digest}),
+            "keys": (now, keys_body(keyring, self.issuer)),
+            "revocations": (revocation_version, {"badges": revoked}),
+            "threat_level": (threat_version, {"level": level}),
+        }
+        for kind, (version, body) in bodies.items():
+            content = hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()
+            with self._lock:
+                if self.published.get(kind, (None, None))[1] == content:
+                    continue
+            message = contract.sign_site_message(
+                contract.SiteMessage(kind=kind, version=version, issued_ms=now, body=body, kid=""),
+                keyring.decision_signing,
+            )
+            info = self.client.publish(contract.SITE_TOPICS[kind], message.to_json(), qos=1, retain=True)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                continue  # not connected: try again on the next round
+            with self._lock:
+                self.published[kind] = (version, content)
+            log.info("published %s version %d", kind, version)
