@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from gateway.db.models import AuditEntry
@@ -73,19 +73,42 @@ def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
     return h.hexdigest()
 
 
-def append(session: Session, entry: Entry) -> AuditEntry:
-    """Add one entry at the head of the chain, inside the caller's transaction (the caller commits)."""
+def _head(session: Session) -> tuple[int, str]:
+    """Lock the chain for this transaction and return its last (seq, hash)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
     head = session.execute(
         select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)
     ).first()
-    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    return (head[0], head[1]) if head else (0, GENESIS)
+
+
+def append(session: Session, entry: Entry) -> AuditEntry:
+    """Add one entry at the head of the chain, inside the caller's transaction (the caller commits)."""
+    seq, prev = _head(session)
     entry = dataclasses.replace(entry, at=to_ms(entry.at), recorded_at=to_ms(entry.recorded_at))
-    row = AuditEntry(seq=seq, prev_hash=prev, entry_hash=entry_hash(prev, seq, entry), **dataclasses.asdict(entry))
+    row = AuditEntry(
+        seq=seq + 1, prev_hash=prev, entry_hash=entry_hash(prev, seq + 1, entry), **dataclasses.asdict(entry)
+    )
     session.add(row)
     session.flush()
     return row
+
+
+def append_many(session: Session, entries: list[Entry]) -> None:
+    """Add entries in order with one bulk insert: the decision hot path (the caller commits)."""
+    if not entries:
+        return
+    session.flush()  # entries added through the ORM in this transaction come first
+    seq, prev = _head(session)
+    rows = []
+    for entry in entries:
+        seq += 1
+        entry = dataclasses.replace(entry, at=to_ms(entry.at), recorded_at=to_ms(entry.recorded_at))
+        digest = entry_hash(prev, seq, entry)
+        rows.append({"seq": seq, "prev_hash": prev, "entry_hash": digest, **dataclasses.asdict(entry)})
+        prev = digest
+    session.execute(insert(AuditEntry), rows)
 
 
 def as_entry(row: AuditEntry) -> Entry:

@@ -54,8 +54,9 @@ instance_option = click.option(
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
 def main(verbose: bool) -> None:
     """Access-control and credential gateway: badges, decisions, audit."""
+    level = os.environ.get("ACCESSGW_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core, tokens
-from gateway.db.models import AuditEntry, Badge, Holder, Occupancy, Position, Qualification, SiteState
+from gateway.db.models import AuditEntry, Badge, Holder, Occupancy, Position, Qualification, Revocation, SiteState
 from gateway.instance import Keyring
 from gateway.site import Site, TimeWindow
 
@@ -37,33 +37,55 @@ def current_occupancy(session: Session) -> dict[str, int]:
     return {row.zone: row.count for row in session.scalars(select(Occupancy))}
 
 
-def facts_for(session: Session, claims: core.BadgeClaims) -> core.HolderFacts:
-    badge = session.get(Badge, claims.badge_id)
-    holder = session.get(Holder, claims.holder_id)
-    if holder is None:
-        return core.HolderFacts(
-            badge_known=badge is not None,
-            badge_revoked=bool(badge is not None and badge.revocation is not None),
-            holder_status=None,
+def facts_for_many(session: Session, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
+    """Facts for every badge of a batch, keyed by badge id, in three set-based queries (the hot path)."""
+    if not claims:
+        return {}
+    badge_ids = {c.badge_id for c in claims}
+    holder_ids = {c.holder_id for c in claims}
+    badge_rows = session.execute(
+        select(Badge.id, Badge.holder_id, Revocation.id)
+        .outerjoin(Revocation, Revocation.badge_id == Badge.id)
+        .where(Badge.id.in_(badge_ids))
+    ).all()
+    on_record = {row[0]: (row[1], row[2] is not None) for row in badge_rows}
+    holder_rows = session.execute(
+        select(Holder.id, Holder.status, Holder.role, Position.zone, Position.since)
+        .outerjoin(Position, Position.holder_id == Holder.id)
+        .where(Holder.id.in_(holder_ids))
+    ).all()
+    holders = {row[0]: row for row in holder_rows}
+    qualifications: dict[str, dict[str, dt.datetime | None]] = {}
+    for holder_id, kind, expires in session.execute(
+        select(Qualification.holder_id, Qualification.kind, Qualification.expires_at).where(
+            Qualification.holder_id.in_(holder_ids)
         )
-    qualifications = {
-        q.kind: q.expires_at for q in session.scalars(select(Qualification).where(Qualification.holder_id == holder.id))
-    }
-    position = session.get(Position, holder.id)
-    return core.HolderFacts(
-        badge_known=badge is not None and badge.holder_id == claims.holder_id,
-        badge_revoked=bool(badge is not None and badge.revocation is not None),
-        holder_status=holder.status,
-        role=holder.role,
-        qualifications=qualifications,
-        shifts=shifts_for(session, holder),
-        whereabouts=core.Whereabouts(position.zone, position.since) if position is not None else None,
-    )
+    ):
+        qualifications.setdefault(holder_id, {})[kind] = expires
+    shifts = shifts_for_many(session, holder_ids)
+    out: dict[str, core.HolderFacts] = {}
+    for c in claims:
+        owner, revoked = on_record.get(c.badge_id, (None, False))
+        holder = holders.get(c.holder_id)
+        out[c.badge_id] = core.HolderFacts(
+            badge_known=owner == c.holder_id,
+            badge_revoked=revoked,
+            holder_status=holder[1] if holder else None,
+            role=holder[2] if holder else "",
+            qualifications=qualifications.get(c.holder_id, {}),
+            shifts=shifts.get(c.holder_id, ()),
+            whereabouts=core.Whereabouts(holder[3], holder[4]) if holder and holder[3] is not None else None,
+        )
+    return out
 
 
-def shifts_for(session: Session, holder: Holder) -> tuple[TimeWindow, ...]:
-    """The holder's shift windows (none recorded: no shift limit)."""
-    return ()
+def facts_for(session: Session, claims: core.BadgeClaims) -> core.HolderFacts:
+    return facts_for_many(session, [claims])[claims.badge_id]
+
+
+def shifts_for_many(session: Session, holder_ids: set[str]) -> dict[str, tuple[TimeWindow, ...]]:
+    """Each holder's shift windows (none recorded: no shift limit)."""
+    return {}
 
 
 @dataclass
@@ -103,19 +125,25 @@ class DecisionService:
         self, requests: Sequence[contract.DecisionRequest], received: dt.datetime
     ) -> list[contract.DecisionAnswer]:
         keyring = self.keyring()
+        verified = [tokens.verify_token(r.token, keyring.badge_public, self.issuer) for r in requests]
+        claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
         answers: list[contract.DecisionAnswer] = []
-        seen: dict[str, contract.DecisionAnswer] = {}
+        entries: list[audit.Entry] = []
         with self.sessions() as session, session.begin():
+            earlier = self._earlier_many(session, requests)
             level = current_threat_level(session, self.site)
             occupancy = current_occupancy(session)
-            for request in requests:
-                earlier = seen.get(request.nonce) or self._earlier(session, request)
-                if earlier is not None:
-                    answers.append(earlier)
-                    continue
-                answer = self._decide_one(session, keyring, request, level, occupancy, received)
-                seen[request.nonce] = answer
+            facts = facts_for_many(session, claims)
+            now = self.clock()
+            decided: dict[str, contract.DecisionAnswer] = {}
+            for request, token in zip(requests, verified, strict=True):
+                answer = decided.get(request.nonce) or earlier.get(request.nonce)
+                if answer is None:
+                    answer, entry = self._decide_one(request, token, facts, keyring, level, occupancy, now, received)
+                    decided[request.nonce] = answer
+                    entries.append(entry)
                 answers.append(answer)
+            audit.append_many(session, entries)
         # Committed: only now may the answers leave.
         for a in answers:
             log.info(
@@ -125,18 +153,18 @@ class DecisionService:
 
     def _decide_one(
         self,
-        session: Session,
-        keyring: Keyring,
         request: contract.DecisionRequest,
+        token: core.BadgeClaims | core.TokenProblem,
+        facts: dict[str, core.HolderFacts],
+        keyring: Keyring,
         level: str,
         occupancy: dict[str, int],
+        now: dt.datetime,
         received: dt.datetime,
-    ) -> contract.DecisionAnswer:
-        verified = tokens.verify_token(request.token, keyring.badge_public, self.issuer, self.site.zone_for_badge_code)
-        claims = verified if isinstance(verified, core.BadgeClaims) else None
-        facts = facts_for(session, claims) if claims else core.UNKNOWN_FACTS
-        now = self.clock()
-        decision = core.decide(verified, facts, self.site, request.reader, level, now, occupancy)
+    ) -> tuple[contract.DecisionAnswer, audit.Entry]:
+        claims = token if isinstance(token, core.BadgeClaims) else None
+        holder_facts = facts[claims.badge_id] if claims else core.UNKNOWN_FACTS
+        decision = core.decide(token, holder_facts, self.site, request.reader, level, now, occupancy)
         answer = self._sign(
             request.reader,
             self._gate_of(request.reader),
@@ -146,30 +174,40 @@ class DecisionService:
             now,
             keyring,
         )
-        audit.append(
-            session,
-            audit.Entry(
-                kind="decision",
-                ref=request.nonce,
-                at=now,
-                recorded_at=received,
-                reader=request.reader,
-                gate=answer.gate,
-                badge_id=claims.badge_id if claims else "",
-                holder_id=claims.holder_id if claims else "",
-                allow=decision.allow,
-                reason=decision.reason.value,
-                mode="online",
-                detail=f"threat level {level}; {decision.detail}"[:2000],
-                expires_ms=answer.expires_ms,
-            ),
+        entry = audit.Entry(
+            kind="decision",
+            ref=request.nonce,
+            at=now,
+            recorded_at=received,
+            reader=request.reader,
+            gate=answer.gate,
+            badge_id=claims.badge_id if claims else "",
+            holder_id=claims.holder_id if claims else "",
+            allow=decision.allow,
+            reason=decision.reason.value,
+            mode="online",
+            detail=f"threat level {level}; {decision.detail}"[:2000],
+            expires_ms=answer.expires_ms,
         )
-        return answer
+        return answer, entry
 
-    def _earlier(self, session: Session, request: contract.DecisionRequest) -> contract.DecisionAnswer | None:
-        row = session.scalar(select(AuditEntry).where(AuditEntry.ref == request.nonce, AuditEntry.kind == "decision"))
-        if row is None:
-            return None
+    def _earlier_many(
+        self, session: Session, requests: Sequence[contract.DecisionRequest]
+    ) -> dict[str, contract.DecisionAnswer]:
+        nonces = {r.nonce for r in requests}
+        rows = session.scalars(
+            select(AuditEntry).where(AuditEntry.ref.in_(nonces), AuditEntry.kind == "decision")
+        ).all()
+        by_nonce = {row.ref: row for row in rows}
+        out = {}
+        for request in requests:
+            row = by_nonce.get(request.nonce)
+            if row is not None:
+                out[request.nonce] = self._replay(request, row)
+        return out
+
+    def _replay(self, request: contract.DecisionRequest, row: AuditEntry) -> contract.DecisionAnswer:
+        """The answer to a nonce already decided: the recorded one, signed again; nothing is logged twice."""
         if row.reader != request.reader:
             # A nonce is the requester's: another reader re-using it gets a denial that is not logged again.
             decision = core.Decision(False, core.Reason.NONCE_REUSED)
