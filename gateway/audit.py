@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select, text
@@ -45,7 +45,8 @@ _FIELDS = [f.name for f in dataclasses.fields(Entry)]
 
 
 def to_ms(t: dt.datetime) -> dt.datetime:
-    """Times are kept to the millisecond, the precision every database here stores exactly."""
+    """UTC, to the millisecond: what every database here stores exactly, so a stored entry hashes the same."""
+    t = t.astimezone(dt.UTC)
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
@@ -59,18 +60,21 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _encode(seq: int, entry: Entry) -> Iterator[bytes]:
-    for value in [seq, *(getattr(entry, name) for name in _FIELDS)]:
+FIELDS: tuple[str, ...] = tuple(_FIELDS)  # the hashed fields, in hashing order (after seq)
+
+
+def chain_hash(prev_hash: str, seq: int, values: Sequence[object]) -> str:
+    """SHA-256 over the previous hash and a length-prefixed encoding of seq and every field, in FIELDS order."""
+    parts = [b"acs-audit-v1\n", bytes.fromhex(prev_hash)]
+    for value in (seq, *values):
         data = _text(value).encode("utf-8")
-        yield len(data).to_bytes(4, "big")
-        yield data
+        parts.append(len(data).to_bytes(4, "big"))
+        parts.append(data)
+    return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
-    h = hashlib.sha256(b"acs-audit-v1\n" + bytes.fromhex(prev_hash))
-    for part in _encode(seq, entry):
-        h.update(part)
-    return h.hexdigest()
+    return chain_hash(prev_hash, seq, [getattr(entry, name) for name in _FIELDS])
 
 
 def _head(session: Session) -> tuple[int, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -9,6 +10,7 @@ import secrets
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 from sqlalchemy import select
@@ -358,3 +360,401 @@ def threat_level(instance_path: str, level: str | None, operator: str, why: str)
         except ThreatLevelError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"threat level {previous} -> {level}")
+
+
+# --- badge desk commands (scripting the desk: operators, contingents, badges, keys) ----------------------
+
+
+def _desk_sessions(instance: Instance):  # type: ignore[no-untyped-def]
+    return session_factory(make_engine(instance.settings.database_url))
+
+
+def _desk_refusal(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
+
+
+@main.command("create-api-token")
+@instance_option
+@click.argument("username")
+@click.option("--name", default="script", show_default=True, help="What the token is for.")
+def create_api_token(instance_path: str, username: str, name: str) -> None:
+    """Make an API token acting as operator USERNAME (printed once; send it as 'Authorization: Bearer ...')."""
+    from gateway import operators
+
+    instance = _instance(instance_path)
+    with _desk_sessions(instance)() as s, s.begin():
+        op = operators.find(s, username)
+        if op is None or not op.active:
+            raise click.ClickException(f"no active operator {username!r}")
+        token, _ = operators.new_api_token(s, op, name, _now())
+    click.echo(token)
+
+
+@main.command("add-organisation")
+@instance_option
+@click.argument("code")
+@click.option("--name", required=True)
+@click.option("--kind", required=True, help="police, gendarmerie, military, private_security, civil_protection, other")
+@click.option("--country", required=True, help="ISO 3166 code, e.g. DE.")
+def add_organisation(instance_path: str, code: str, name: str, kind: str, country: str) -> None:
+    """Create an organisation or national contingent."""
+    from gateway import holders
+
+    instance = _instance(instance_path)
+    try:
+        with _desk_sessions(instance)() as s, s.begin():
+            holders.create_organisation(s, code, name, kind, country.upper())
+    except holders.DeskError as exc:
+        raise _desk_refusal(exc) from None
+    click.echo(f"organisation {code} created")
+
+
+@main.command("import-holders")
+@instance_option
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--organisation", required=True, help="The contingent's organisation code.")
+@click.option("--good-rows-only", is_flag=True, help="Import the good rows of a file that has bad rows.")
+def import_holders(instance_path: str, csv_file: Path, organisation: str, good_rows_only: bool) -> None:
+    """Import a contingent's CSV: every row is checked first; a file with a bad row imports nothing (unless
+    --good-rows-only), and never half of itself."""
+    from gateway import holders, holders_csv
+
+    instance = _instance(instance_path)
+    site = _site(instance.settings.site_file)
+    data = csv_file.read_bytes()
+    stack = contextlib.ExitStack()
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:  # a bar per stage (checking, importing), on stderr so stdout stays scriptable
+            bars[stage] = stack.enter_context(
+                click.progressbar(length=max(total, 1), label=f"{stage:9}", file=click.get_text_stream("stderr"))
+            )
+        bar = bars[stage]
+        bar.length = max(total, 1)
+        bar.update(done - bar.pos)
+
+    try:
+        with stack, _desk_sessions(instance)() as s, s.begin():
+            org = holders.find_organisation(s, organisation)
+            if org is None:
+                raise click.ClickException(f"no organisation {organisation!r}: create it with add-organisation")
+            checked = holders_csv.check_file(data, site, instance.settings.issuer, s, org, org.country, progress)
+            for p in checked.problems:
+                click.echo(f"{csv_file.name}:{p.line}: {p.reason}", err=True)
+            result = holders_csv.import_checked(
+                s, site, org, checked, _now(), badges.command_line_actor(), csv_file.name, good_rows_only, progress
+            )
+    except holders.DeskError as exc:
+        raise _desk_refusal(exc) from None
+    left = f"; {len(result.skipped_lines)} bad row(s) left out" if result.skipped_lines else ""
+    click.echo(f"imported {result.imported} holder(s) into {organisation}{left}")
+
+
+@main.command("issue-badges")
+@instance_option
+@click.option("--organisation", required=True, help="Issue to every holder of this contingent who needs a badge.")
+@click.option("--pdf", "pdf_file", type=click.Path(dir_okay=False, path_type=Path), help="Print them to this PDF.")
+@click.option("--layout", type=click.Choice(["sheet", "card"]), default="sheet", show_default=True)
+def issue_badges(instance_path: str, organisation: str, pdf_file: Path | None, layout: str) -> None:
+    """Batch issue: a badge for each holder of a contingent with an assignment and no current badge for it;
+    with --pdf, print every current badge of the contingent (A4 sheets of ten, or one card per page)."""
+    from gateway import holders
+
+    instance = _instance(instance_path)
+    site = _site(instance.settings.site_file)
+    with _desk_sessions(instance)() as s, s.begin():
+        org = holders.find_organisation(s, organisation)
+        if org is None:
+            raise click.ClickException(f"no organisation {organisation!r}")
+        with click.progressbar(length=1, label="issuing ", file=click.get_text_stream("stderr")) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            by = badges.command_line_actor()
+            result = badges.issue_for_organisation(
+                s, site, instance.keyring, instance.settings.issuer, org, _now(), by, progress
+            )
+        for holder, why in result.skipped:
+            if not why.startswith("already"):
+                click.echo(f"{holder.id} {holder.family_name} {holder.given_name}: {why}", err=True)
+    click.echo(f"issued {len(result.issued)} badge(s) for {organisation}")
+    if pdf_file is not None:
+        count = _print_organisation(instance, site, organisation, pdf_file, layout)
+        click.echo(f"printed {count} card(s) to {pdf_file}")
+
+
+def _print_organisation(instance: Instance, site: Site, organisation: str, pdf_file: Path, layout: str) -> int:
+    from gateway import cards, holders
+    from gateway.web.desk import organisation_faces
+
+    with _desk_sessions(instance)() as s:
+        org = holders.find_organisation(s, organisation)
+        if org is None:
+            raise click.ClickException(f"no organisation {organisation!r}")
+        faces = organisation_faces(s, site, org, _now())
+    if not faces:
+        raise click.ClickException(f"{organisation} has no current badge to print")
+    pdf_file.write_bytes(cards.sheet_pdf(faces) if layout == "sheet" else cards.card_pdf(faces))
+    return len(faces)
+
+
+@main.command("print-badges")
+@instance_option
+@click.option("--organisation", help="Every current badge of this contingent.")
+@click.option("--badge", "badge_ids", multiple=True, help="A badge id (repeat for several).")
+@click.option("--pdf", "pdf_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--layout", type=click.Choice(["sheet", "card"]), default="card", show_default=True)
+def print_badges(
+    instance_path: str, organisation: str | None, badge_ids: tuple[str, ...], pdf_file: Path, layout: str
+) -> None:
+    """Print badges as PDF: ID-1 cards (85.6 x 54 mm, one a page) or A4 sheets of ten."""
+    from gateway import cards, holders
+    from gateway.db.models import Badge
+
+    instance = _instance(instance_path)
+    site = _site(instance.settings.site_file)
+    if organisation:
+        count = _print_organisation(instance, site, organisation, pdf_file, layout)
+    else:
+        if not badge_ids:
+            raise click.ClickException("give --organisation or at least one --badge")
+        faces = []
+        with _desk_sessions(instance)() as s:
+            for badge_id in badge_ids:
+                b = s.get(Badge, badge_id)
+                if b is None or b.revocation is not None:
+                    raise click.ClickException(f"badge {badge_id!r} is unknown or revoked")
+                faces.append(cards.face_for(site, b, holders.assignment_of(s, b.holder_id)))
+        pdf_file.write_bytes(cards.sheet_pdf(faces) if layout == "sheet" else cards.card_pdf(faces))
+        count = len(faces)
+    click.echo(f"printed {count} card(s) to {pdf_file}")
+
+
+@main.command("reissue-badge")
+@instance_option
+@click.argument("badge_id")
+@click.option("--reason", default="lost", show_default=True)
+def reissue_badge(instance_path: str, badge_id: str, reason: str) -> None:
+    """Replace a lost badge: it is revoked at once, and a new one issued; prints the new badge id."""
+    instance = _instance(instance_path)
+    site = _site(instance.settings.site_file)
+    try:
+        with _desk_sessions(instance)() as s, s.begin():
+            by = badges.command_line_actor()
+            keyring, issuer = instance.keyring, instance.settings.issuer
+            new = badges.reissue_badge(s, site, keyring, issuer, badge_id, reason, _now(), by)
+            click.echo(new.id)
+    except badges.DeskError as exc:
+        raise _desk_refusal(exc) from None
+
+
+@main.command("suspend-holder")
+@instance_option
+@click.argument("holder_id")
+@click.option("--reason", required=True)
+@click.option("--reinstate", is_flag=True, help="Lift the suspension instead.")
+def suspend_holder(instance_path: str, holder_id: str, reason: str, reinstate: bool) -> None:
+    """Suspend a holder (gates refuse their badges from the next decision on), or reinstate them."""
+    from gateway import holders
+    from gateway.db.models import Holder
+
+    instance = _instance(instance_path)
+    try:
+        with _desk_sessions(instance)() as s, s.begin():
+            holder = s.get(Holder, holder_id)
+            if holder is None:
+                raise click.ClickException(f"no holder {holder_id!r}")
+            change = holders.reinstate if reinstate else holders.suspend
+            change(s, holder, reason, _now(), badges.command_line_actor())
+    except holders.DeskError as exc:
+        raise _desk_refusal(exc) from None
+    click.echo(f"{holder_id} {'reinstated' if reinstate else 'suspended'}")
+
+
+@main.command("set-photo")
+@instance_option
+@click.argument("holder_id")
+@click.argument("photo", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def set_photo(instance_path: str, holder_id: str, photo: Path) -> None:
+    """Give a holder their ID photo (JPEG or PNG; cropped to 35 x 45 and shrunk)."""
+    from gateway import photos
+    from gateway.db.models import Holder
+
+    instance = _instance(instance_path)
+    try:
+        jpeg = photos.prepare(photo.read_bytes())
+    except photos.PhotoError as exc:
+        raise click.ClickException(f"{photo}: {exc}") from None
+    with _desk_sessions(instance)() as s, s.begin():
+        holder = s.get(Holder, holder_id)
+        if holder is None:
+            raise click.ClickException(f"no holder {holder_id!r}")
+        holder.photo, holder.photo_type = jpeg, "image/jpeg"
+    click.echo(f"photo saved for {holder_id}")
+
+
+@main.command("rotate-keys")
+@instance_option
+def rotate_keys(instance_path: str) -> None:
+    """Sign new badges with a new badge key (new kid); badges signed earlier stay valid until their key is retired."""
+    from gateway import audit
+    from gateway.instance import rotate_badge_key
+
+    instance = _instance(instance_path)
+    old, new = rotate_badge_key(instance.folder)
+    now = _now()
+    with _desk_sessions(instance)() as s, s.begin():
+        audit.append(
+            s,
+            audit.Entry(
+                kind="key_rotated",
+                at=now,
+                recorded_at=now,
+                operator=badges.command_line_actor().name,
+                detail=f"new badges are signed with key {new}; key {old} stays accepted until retired",
+            ),
+        )
+    click.echo(f"new badge key {new}; {old} stays accepted until `retire-key {old}`")
+
+
+@main.command("retire-key")
+@instance_option
+@click.argument("kid")
+def retire_key(instance_path: str, kid: str) -> None:
+    """Stop accepting badge key KID: every badge it signed is refused from now on."""
+    from gateway import audit
+    from gateway.instance import retire_badge_key
+
+    instance = _instance(instance_path)
+    try:
+        retire_badge_key(instance.folder, kid)
+    except InstanceError as exc:
+        raise click.ClickException(str(exc)) from None
+    now = _now()
+    with _desk_sessions(instance)() as s, s.begin():
+        audit.append(
+            s,
+            audit.Entry(
+                kind="key_retired",
+                at=now,
+                recorded_at=now,
+                operator=badges.command_line_actor().name,
+                detail=f"key {kid} retired: badges it signed are refused from now on",
+            ),
+        )
+    click.echo(f"key {kid} retired")
+
+
+@main.command("list-keys")
+@instance_option
+def list_keys(instance_path: str) -> None:
+    """The badge keys: the one signing new badges, the older ones still accepted, the retired ones."""
+    from gateway.instance import badge_keys
+
+    for key in badge_keys(Path(instance_path)):
+        click.echo(f"{key.kid}\t{key.state}\t{key.since:%Y-%m-%d %H:%M}")
+
+
+@main.group()
+def audit() -> None:
+    """Prove the audit complete: checkpoints, verification, exports."""
+
+
+def _checkpoint_file(instance: Instance) -> Path:
+    return instance.folder / "audit-checkpoints.jsonl"
+
+
+@audit.command("checkpoint")
+@instance_option
+def audit_checkpoint(instance_path: str) -> None:
+    """Sign the chain's head and append it to the checkpoint file (the decision process does it regularly)."""
+    from gateway.audit_verify import checkpoint_now
+
+    instance = _instance(instance_path)
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    with sessions() as s:
+        cp = checkpoint_now(s, _checkpoint_file(instance), instance.keyring.decision_signing, _now())
+    click.echo(f"checkpoint at entry {cp.seq}" if cp else "nothing new to checkpoint")
+
+
+@audit.command("verify")
+@instance_option
+@click.option(
+    "--checkpoints",
+    "checkpoint_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint file (default: the instance's); use a copy kept off the machine.",
+)
+def audit_verify(instance_path: str, checkpoint_file: Path | None) -> None:
+    """Check every entry's hash and link, and every checkpoint; exit 1 naming the first bad entry."""
+    from gateway.audit_verify import read_checkpoints, verify_database
+
+    instance = _instance(instance_path)
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    pub = instance.keyring.decision_signing.public_key()
+    from gateway.contract import key_id
+
+    with sessions() as s:
+        report = verify_database(s, read_checkpoints(checkpoint_file or _checkpoint_file(instance)), {key_id(pub): pub})
+    if not report.ok:
+        click.echo(f"AUDIT BROKEN: {report.problem}", err=True)
+        raise SystemExit(1)
+    click.echo(f"audit intact: {report.entries} entries, {report.checkpoints} checkpoints verified")
+
+
+@audit.command("export")
+@instance_option
+@click.option("--from", "first", type=int, default=1, show_default=True)
+@click.option("--to", "last", type=int, default=None, help="Last entry (default: the head).")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--operator", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def audit_export(instance_path: str, first: int, last: int | None, out: Path, operator: str) -> None:
+    """Export a range of entries that verifies elsewhere with only the decision public key."""
+    from gateway import audit as audit_log
+    from gateway.audit_verify import export_range, read_checkpoints
+
+    instance = _instance(instance_path)
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    with sessions() as s, open(out, "w", encoding="utf-8") as f:
+        count = export_range(
+            s, first, last, read_checkpoints(_checkpoint_file(instance)), f, instance.keyring.decision_signing, _now()
+        )
+    with sessions() as s, s.begin():  # an export is itself audited
+        audit_log.append(
+            s,
+            audit_log.Entry(
+                kind="audit_export",
+                at=_now(),
+                recorded_at=_now(),
+                operator=operator,
+                detail=f"entries {first}..{last or 'head'} ({count}) to {out.name}",
+            ),
+        )
+    click.echo(f"exported {count} entries to {out}")
+
+
+@audit.command("verify-export")
+@click.argument("export_file", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--public-key",
+    "public_key",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="The gateway's decision public key (decision.pub.pem).",
+)
+def audit_verify_export(export_file: Path, public_key: Path) -> None:
+    """Verify an exported range on any machine, with the public key alone."""
+    from gateway.audit_verify import verify_export
+    from gateway.contract import key_id, public_key_from_pem
+
+    pub = public_key_from_pem(public_key.read_bytes())
+    with open(export_file, encoding="utf-8") as f:
+        report = verify_export(f, {key_id(pub): pub})
+    if not report.ok:
+        click.echo(f"EXPORT BROKEN: {report.problem}", err=True)
+        raise SystemExit(1)
+    click.echo(f"export intact: {report.entries} entries, {report.checkpoints} checkpoint(s) verified")
