@@ -273,7 +273,10 @@ def build_decision_process(instance: Instance, host: str, port: int, password_fi
         sessions,
         lambda: int(time.time() * 1000),
     )
-    return DecisionWorker(service, address, client_id=f"gateway-{worker}"), publisher
+    from gateway.checkpoints import CheckpointWriter
+
+    checkpoints = CheckpointWriter(sessions, _checkpoint_file(instance), keyring, _now)
+    return DecisionWorker(service, address, client_id=f"gateway-{worker}"), publisher, checkpoints
 
 
 broker_options = [
@@ -307,7 +310,7 @@ def _wait_for_signal() -> None:
 @click.option("--worker", default="1", show_default=True, help="Worker name; run several to share the load.")
 def decide(instance_path: str, broker_host: str, broker_port: int, password_file: Path, worker: str) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
-    decisions, publisher = build_decision_process(
+    decisions, publisher, checkpoints = build_decision_process(
         _instance(instance_path), broker_host, broker_port, password_file, worker
     )
     try:
@@ -315,10 +318,12 @@ def decide(instance_path: str, broker_host: str, broker_port: int, password_file
         decisions.start()
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
+    checkpoints.start()
     click.echo(f"decision worker {worker} answering on {broker_host}:{broker_port}")
     _wait_for_signal()
     decisions.stop()
     publisher.stop()
+    checkpoints.stop()
 
 
 @main.command()

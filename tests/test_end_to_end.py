@@ -74,6 +74,11 @@ def gate_world(instance, site, broker, tmp_path: Path) -> Iterator[dict]:  # typ
     sim.stop()
     gateway.terminate()
     gateway.wait(10)
+    # What the gateway logged verifies, and its last checkpoint (written at stop) covers it.
+    verified = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--instance", str(instance.folder)],
+                              cwd=ROOT, capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    assert " 0 checkpoints" not in verified.stdout, verified.stdout
 
 
 def issue(instance, site, zones: list[str], revoked: bool = False) -> Badge:  # type: ignore[no-untyped-def]
