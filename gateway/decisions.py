@@ -125,7 +125,10 @@ class DecisionService:
         self, requests: Sequence[contract.DecisionRequest], received: dt.datetime
     ) -> list[contract.DecisionAnswer]:
         keyring = self.keyring()
-        verified = [tokens.verify_token(r.token, keyring.badge_public, self.issuer) for r in requests]
+        verified = [
+            tokens.verify_token(r.token, keyring.badge_public, self.issuer, self.site.zone_for_badge_code)
+            for r in requests
+        ]
         claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
         answers: list[contract.DecisionAnswer] = []
         entries: list[audit.Entry] = []

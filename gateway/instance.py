@@ -3,7 +3,9 @@
 Layout (created by `python -m gateway init`):
     gateway.json               settings: database URL, site file, issuer, active badge key id
     secret_key                 Flask session secret (owner-only)
-    keys/badge-<kid>.pem       Ed25519 badge signing keys (owner-only); .pub.pem beside each
+    keys/badge-<kid>.pem       the Ed25519 badge signing key in use (owner-only)
+    keys/badge-<kid>.pub.pem   every badge key still accepted (the one in use and older ones)
+    keys/retired/              public keys no longer accepted: badges they signed are refused (unknown_kid)
     keys/decision.pem          Ed25519 decision signing key (owner-only); decision.pub.pem is given to readers
 
 Nothing here has a default secret: a missing or world-readable key stops the gateway with a clear message.
@@ -11,8 +13,11 @@ Nothing here has a default secret: a missing or world-readable key stops the gat
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Mapping
@@ -24,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.contract import b64url, key_id
+from gateway.tokens import badge_key_id
 
 
 class InstanceError(RuntimeError):
@@ -105,14 +111,85 @@ def _pem_public(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def _kids(folder: Path) -> set[str]:
+    """Every badge kid this instance ever had, accepted or retired: a new key must not reuse one."""
+    names = [*folder.glob("badge-*.pem"), *(folder / "retired").glob("badge-*.pem")]
+    return {p.name.removeprefix("badge-").split(".")[0] for p in names}
+
+
 def new_badge_key(folder: Path) -> str:
     """Create a badge signing key; returns its kid. Older keys stay accepted until retired."""
     keys = folder / "keys"
-    key = Ed25519PrivateKey.generate()
-    kid = key_id(key.public_key())
+    taken = _kids(keys)
+    while True:  # a 4-character kid can collide (1 in 16 million per pair): draw again rather than share one
+        key = Ed25519PrivateKey.generate()
+        kid = badge_key_id(key.public_key())
+        if kid not in taken:
+            break
     write_private(keys / f"badge-{kid}.pem", _pem_private(key))
     (keys / f"badge-{kid}.pub.pem").write_bytes(_pem_public(key.public_key()))
     return kid
+
+
+def _write_settings(folder: Path, settings: Settings) -> None:
+    """Replace gateway.json in one step (owner-only), so that a reader never sees half a file."""
+    temp = folder / "gateway.json.new"
+    temp.unlink(missing_ok=True)
+    write_private(temp, settings.to_json().encode())
+    os.replace(temp, folder / "gateway.json")
+
+
+@dataclass(frozen=True)
+class BadgeKeyInfo:
+    kid: str
+    state: str  # "signing" (new badges), "accepted" (older badges still valid), "retired" (refused)
+    since: dt.datetime  # when its public key file was last written (created, or moved when retired)
+
+
+def badge_keys(folder: Path) -> list[BadgeKeyInfo]:
+    """The instance's badge keys, newest first, with what each is used for."""
+    settings = load_settings(folder)
+    found = []
+    for state_dir, state in ((folder / "keys", "accepted"), (folder / "keys" / "retired", "retired")):
+        for pub in state_dir.glob("badge-*.pub.pem"):
+            kid = pub.name.removeprefix("badge-").removesuffix(".pub.pem")
+            since = dt.datetime.fromtimestamp(pub.stat().st_mtime, dt.UTC)
+            found.append(BadgeKeyInfo(kid, "signing" if kid == settings.badge_kid else state, since))
+    order = {"signing": 0, "accepted": 1, "retired": 2}
+    return sorted(found, key=lambda k: (order[k.state], -k.since.timestamp(), k.kid))
+
+
+def rotate_badge_key(folder: Path) -> tuple[str, str]:
+    """Sign new badges with a new key (a new kid); returns (old kid, new kid).
+
+    The old public key stays accepted, so badges it signed keep working until it is retired. Its private key is
+    deleted: nothing is ever signed with it again, and a key that no longer exists cannot leak.
+    """
+    settings = load_settings(folder)
+    new_kid = new_badge_key(folder)
+    _write_settings(folder, dataclasses.replace(settings, badge_kid=new_kid))
+    (folder / "keys" / f"badge-{settings.badge_kid}.pem").unlink(missing_ok=True)
+    return settings.badge_kid, new_kid
+
+
+def retire_badge_key(folder: Path, kid: str) -> None:
+    """Stop accepting a badge key: every badge it signed is refused from now on (`unknown_kid`)."""
+    settings = load_settings(folder)
+    if kid == settings.badge_kid:
+        raise InstanceError(f"key {kid} signs new badges; rotate to a new key before retiring it")
+    keys = folder / "keys"
+    pub = keys / f"badge-{kid}.pub.pem"
+    if not pub.is_file() or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", kid):
+        raise InstanceError(f"no accepted badge key {kid!r}")
+    retired = keys / "retired"
+    retired.mkdir(mode=0o700, exist_ok=True)
+    os.replace(pub, retired / pub.name)
+    (keys / f"badge-{kid}.pem").unlink(missing_ok=True)
+
+
+def instance_stamp(folder: Path) -> tuple[int, int]:
+    """Changes whenever settings or keys change: long-running processes compare it to reload their keyring."""
+    return ((folder / "gateway.json").stat().st_mtime_ns, (folder / "keys").stat().st_mtime_ns)
 
 
 def create_instance(folder: Path, database_url: str, site_file: Path, issuer: str) -> Settings:
@@ -152,11 +229,10 @@ def _private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_instance(folder: Path) -> Instance:
-    """Load settings and keys; refuses to go on without every key."""
+def load_settings(folder: Path) -> Settings:
     try:
         raw = json.loads(_read_private(folder / "gateway.json"))
-        settings = Settings(
+        return Settings(
             database_url=raw["database_url"],
             site_file=Path(raw["site_file"]),
             issuer=raw["issuer"],
@@ -164,14 +240,19 @@ def load_instance(folder: Path) -> Instance:
         )
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise InstanceError(f"{folder / 'gateway.json'} is damaged: {exc}") from None
+
+
+def load_instance(folder: Path) -> Instance:
+    """Load settings and keys; refuses to go on without every key."""
+    settings = load_settings(folder)
     keys = folder / "keys"
     public: dict[str, Ed25519PublicKey] = {}
-    for pub_file in sorted(keys.glob("badge-*.pub.pem")):
+    for pub_file in sorted(keys.glob("badge-*.pub.pem")):  # keys/retired/ is not searched: not accepted
         pub = serialization.load_pem_public_key(pub_file.read_bytes())
         if isinstance(pub, Ed25519PublicKey):
-            public[key_id(pub)] = pub
+            public[badge_key_id(pub)] = pub
     signing = _private_key(keys / f"badge-{settings.badge_kid}.pem")
-    if key_id(signing.public_key()) != settings.badge_kid:
+    if badge_key_id(signing.public_key()) != settings.badge_kid:
         raise InstanceError(f"badge key file for {settings.badge_kid} holds another key")
     public[settings.badge_kid] = signing.public_key()
     return Instance(

@@ -7,6 +7,7 @@ refuses a bad file with a `SiteError` whose message names the key path and what 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ GATE_DIRECTIONS = ("one_way", "two_way")
 READER_SIDES = ("in", "out")
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}\Z")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d\Z|^24:00\Z")
+_BADGE_CODE = re.compile(r"^[A-Z0-9]{1,3}\Z")  # printed large on the card and written in the QR: keep it tiny
 
 
 class SiteError(ValueError):
@@ -62,6 +64,12 @@ class Zone:
     anti_passback_minutes: int = 0
     capacity: int | None = None
     threat_levels: Mapping[str, ThreatRule] = field(default_factory=dict)
+    badge_code: str = ""  # short code written in badges and printed on cards; "" means the zone code itself
+
+    @property
+    def on_badge(self) -> str:
+        """What a badge writes and prints for this zone."""
+        return self.badge_code or self.code
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,11 @@ class Site:
     zones: Mapping[str, Zone]
     gates: Mapping[str, Gate]
     readers: Mapping[str, Reader]
+
+    @functools.cached_property
+    def zone_for_badge_code(self) -> dict[str, str]:
+        """Badge code (or zone code, for zones without one) -> zone code: how a badge's `zn` is read back."""
+        return {zone.on_badge: zone.code for zone in self.zones.values()}
 
     def ancestors(self, zone_code: str) -> list[str]:
         """Parent chain of a zone, nearest first."""
@@ -340,6 +353,7 @@ def _build_zones(
                 "anti_passback_minutes": _int(1, 24 * 60),
                 "capacity": _int(1, 10_000_000),
                 "threat_levels": _mapping,
+                "badge_code": _badge_code,
             },
         )
         if data["code"] == OUTSIDE:
@@ -360,6 +374,7 @@ def _build_zones(
             raise SiteError(f"{path}.anti_passback_minutes: only meaningful when anti_passback is 'timed'")
         parsed.append(data)
     _unique_codes(parsed, "zones")
+    _unique_badge_codes(parsed)
 
     codes = {d["code"]: i for i, d in enumerate(parsed)}
     for i, data in enumerate(parsed):
@@ -388,9 +403,32 @@ def _build_zones(
             anti_passback_minutes=d.get("anti_passback_minutes", 0),
             capacity=d.get("capacity"),
             threat_levels=d["threat_levels"],
+            badge_code=d.get("badge_code", ""),
         )
         for d in parsed
     }
+
+
+def _badge_code(value: Any, path: str) -> str:
+    text = _str(value, path)
+    if not _BADGE_CODE.match(text):
+        raise SiteError(f"{path}: {text!r} is not a badge code (1 to 3 capital letters or digits)")
+    return text
+
+
+def _unique_badge_codes(parsed: list[dict[str, Any]]) -> None:
+    """A badge code must name one zone only, and never another zone's own code (a badge could say either)."""
+    seen: dict[str, str] = {}
+    zone_codes = {d["code"] for d in parsed}
+    for i, data in enumerate(parsed):
+        code = data.get("badge_code")
+        if code is None:
+            continue
+        if code in seen:
+            raise SiteError(f"zones[{i}].badge_code: {code!r} is already the badge code of zone {seen[code]!r}")
+        if code in zone_codes and code != data["code"]:
+            raise SiteError(f"zones[{i}].badge_code: {code!r} is the code of another zone")
+        seen[code] = data["code"]
 
 
 def _build_gates(items: tuple[dict[str, Any], ...], zones: Mapping[str, Zone]) -> dict[str, Gate]:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-apt_packages=(mosquitto mosquitto-clients libzbar0 chromium python3-venv fonts-dejavu-core)
+apt_packages=(mosquitto mosquitto-clients libzbar0 chromium python3-venv fonts-dejavu-core poppler-utils)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -612,3 +612,47 @@ def test_docs_example_is_a_valid_site() -> None:
     assert blocks, "docs/zones.md has no ```yaml block under '## Example'"
     example = parse_site(blocks[0], source="docs/zones.md")
     assert example.zones and example.gates and example.readers
+
+
+# --- badge codes -------------------------------------------------------------------------------------------
+
+
+def test_badge_codes_read_back_as_zones(site: Site) -> None:
+    assert site.zone_for_badge_code["P"] == "STADIUM-PERIMETER"
+    assert site.zones["AIRPORT-AIRSIDE"].on_badge == "A"
+    assert len(site.zone_for_badge_code) == len(site.zones)
+
+
+def test_a_zone_without_a_badge_code_is_written_in_full() -> None:
+    doc = sample()
+    del doc["zones"][0]["badge_code"]
+    parsed = parse(doc)
+    assert parsed.zones["STADIUM-PERIMETER"].on_badge == "STADIUM-PERIMETER"
+    assert parsed.zone_for_badge_code["STADIUM-PERIMETER"] == "STADIUM-PERIMETER"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        pytest.param("C", "zones[1].badge_code: 'C' is already the badge code of zone 'STADIUM-PERIMETER'", id="twice"),
+        pytest.param("ABCD", "zones[0].badge_code: 'ABCD' is not a badge code (1 to 3 capital letters", id="long"),
+        pytest.param("p", "zones[0].badge_code: 'p' is not a badge code", id="lower-case"),
+        pytest.param(7, "zones[0].badge_code: expected a non-empty string, got int 7", id="number"),
+    ],
+)
+def test_bad_badge_codes_are_refused(code: Any, message: str) -> None:
+    doc = sample()
+    doc["zones"][0]["badge_code"] = code
+    with pytest.raises(SiteError, match=re.escape(message)):
+        parse(doc)
+
+
+def test_a_badge_code_cannot_be_another_zones_code() -> None:
+    doc = sample()
+    doc["zones"][0]["code"] = "B2"  # renaming the perimeter (its gates and children follow)
+    doc["zones"][1]["parent"] = "B2"
+    doc["gates"][0]["to"] = "B2"
+    doc["gates"][1]["from"] = "B2"
+    doc["zones"][2]["badge_code"] = "B2"
+    with pytest.raises(SiteError, match=re.escape("zones[2].badge_code: 'B2' is the code of another zone")):
+        parse(doc)

@@ -49,7 +49,9 @@ def test_jwks_lists_badge_and_decision_keys(client: FlaskClient, instance) -> No
 def test_pages_need_a_login(client: FlaskClient) -> None:
     response = client.get("/")
     assert response.status_code == 302 and "/login" in response.headers["Location"]
-    assert client.get("/api/v1/decisions").status_code == 302
+    # The JSON API answers 401 (with a WWW-Authenticate challenge), never a redirect to a login page.
+    api = client.get("/api/v1/decisions")
+    assert api.status_code == 401 and api.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 def test_login_with_wrong_password_is_refused(client: FlaskClient, instance) -> None:  # type: ignore[no-untyped-def]

@@ -66,6 +66,7 @@ class Holder(Base):
     photo: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     photo_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    reference: Mapped[str] = mapped_column(String(64), default="", server_default="")  # contingent's own number
     organisation: Mapped[Organisation] = relationship(back_populates="holders")
     qualifications: Mapped[list[Qualification]] = relationship(back_populates="holder")
     badges: Mapped[list[Badge]] = relationship(back_populates="holder")
@@ -204,3 +205,44 @@ class Occupancy(Base):
     __tablename__ = "occupancy"
     zone: Mapped[str] = mapped_column(String(48), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Assignment(Base):
+    """Where and when a holder may go: zones, a validity window and optional shifts. Badges are issued from it."""
+
+    __tablename__ = "assignments"
+    holder_id: Mapped[str] = mapped_column(ForeignKey("holders.id"), primary_key=True)
+    zones: Mapped[str] = mapped_column(Text)  # space-separated zone codes
+    valid_from: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    shifts: Mapped[list[Shift]] = relationship(cascade="all, delete-orphan", order_by="Shift.id")
+    holder: Mapped[Holder] = relationship()
+
+    @property
+    def zone_codes(self) -> list[str]:
+        return self.zones.split()
+
+
+class Shift(Base):
+    """A weekly working window of an assignment, in the site's local time (like a zone's schedule window)."""
+
+    __tablename__ = "shifts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder_id: Mapped[str] = mapped_column(ForeignKey("assignments.holder_id"), index=True)
+    days: Mapped[str] = mapped_column(String(32))  # space-separated: mon tue wed thu fri sat sun
+    starts: Mapped[str] = mapped_column(String(5))  # HH:MM
+    ends: Mapped[str] = mapped_column(String(5))  # HH:MM or 24:00, later than starts
+
+
+class ApiToken(Base):
+    """A secret that lets a script act as one operator on the JSON API; only its SHA-256 is kept."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

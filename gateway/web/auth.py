@@ -1,66 +1,174 @@
-"""Operator login for desk staff, security leads and administrators; CSRF tokens for every form."""
+"""Operator login (Flask-Login), CSRF protection for every form (Flask-WTF), and the role check on every view.
+
+Pages log in with a session cookie. Scripts send `Authorization: Bearer <API token>`; the JSON API accepts
+nothing else (so a browser's cookie can never drive it: no CSRF there), and pages never take a token.
+Every login, and every failed attempt, is written to the audit.
+"""
 
 from __future__ import annotations
 
 import functools
-import hmac
-import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Blueprint, Flask, abort, g, redirect, render_template, request, session, url_for
-from sqlalchemy import select
-from werkzeug.security import check_password_hash, generate_password_hash
+from flask import Blueprint, Flask, abort, g, jsonify, redirect, render_template, request, session, url_for
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 
+from gateway import audit, operators
 from gateway.db.models import Operator
+from gateway.operators import ROLES, hash_password
 from gateway.web.app import services
 
+__all__ = ["ROLES", "hash_password", "login_required"]
+
 bp = Blueprint("auth", __name__)
+csrf = CSRFProtect()
+login_manager = LoginManager()
 F = TypeVar("F", bound=Callable[..., Any])
-ROLES = ("desk", "lead", "admin")
 
 
-def hash_password(password: str) -> str:
-    return generate_password_hash(password, method="scrypt")
+@dataclass
+class LoggedIn:
+    """The operator of this request, as Flask-Login and the templates see them (never the ORM row)."""
+
+    id: int
+    username: str
+    role: str
+    via_token: bool = False
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_anonymous: bool = False
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+    @classmethod
+    def of(cls, op: Operator, via_token: bool = False) -> LoggedIn:
+        return cls(op.id, op.username, op.role, via_token)
 
 
 def csrf_token() -> str:
-    if "csrf" not in session:
-        session["csrf"] = secrets.token_urlsafe(24)
-    return str(session["csrf"])
+    return str(generate_csrf())
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def is_api_request() -> bool:
+    return request.path.startswith("/api/")
+
+
+@login_manager.user_loader  # type: ignore[untyped-decorator]
+def _load_user(user_id: str) -> LoggedIn | None:
+    if not user_id.isdigit():
+        return None
+    with services().sessions() as s:
+        op = s.get(Operator, int(user_id))
+        return LoggedIn.of(op) if op is not None and op.active else None
+
+
+@login_manager.request_loader  # type: ignore[untyped-decorator]
+def _load_from_token(req: Any) -> LoggedIn | None:
+    token = bearer_token()
+    if token is None or not is_api_request():
+        return None
+    svc = services()
+    with svc.sessions() as s, s.begin():
+        op = operators.operator_for_token(s, token, svc.now())
+        return LoggedIn.of(op, via_token=True) if op is not None else None
+
+
+@login_manager.unauthorized_handler  # type: ignore[untyped-decorator]
+def _unauthorized() -> Any:
+    if is_api_request():
+        response = jsonify({"error": "unauthorized", "detail": "send 'Authorization: Bearer <API token>'"})
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="accessgw"'
+        return response
+    return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
 
 
 def init_app(app: Flask) -> None:
+    login_manager.init_app(app)
+    login_manager.session_protection = "basic"
+    csrf.init_app(app)
     app.jinja_env.globals["csrf_token"] = csrf_token
 
     @app.before_request
-    def load_operator_and_check_csrf() -> None:
-        g.operator = None
-        op_id = session.get("operator_id")
-        if op_id is not None:
-            with services().sessions() as s:
-                op = s.get(Operator, op_id)
-                if op is not None and op.active:
-                    g.operator = op
-        if request.method not in ("GET", "HEAD", "OPTIONS"):
-            sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
-            if not hmac.compare_digest(sent, str(session.get("csrf", ""))) or not sent:
-                abort(400, description="missing or wrong CSRF token: reload the page and try again")
+    def expose_operator() -> None:
+        g.operator = current_user if current_user.is_authenticated else None
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(exc: CSRFError) -> Any:
+        return render_template("error.html", code=400, message=f"{exc.description} Reload the page and try again."), 400
+
+    @app.errorhandler(403)
+    def forbidden(exc: Any) -> Any:
+        if is_api_request():
+            return jsonify({"error": "forbidden", "detail": "your role may not do this"}), 403
+        return render_template("error.html", code=403, message="Your role may not open this page."), 403
+
+    @app.errorhandler(404)
+    def not_found(exc: Any) -> Any:
+        if is_api_request():
+            return jsonify({"error": "not_found", "detail": getattr(exc, "description", "")}), 404
+        return render_template("error.html", code=404, message="No such page or record."), 404
+
+    @app.errorhandler(413)
+    def too_large(exc: Any) -> Any:
+        message = "The upload is too large (at most 10 MB for a CSV file, 8 MB for a photo)."
+        if is_api_request():
+            return jsonify({"error": "too_large", "detail": message}), 413
+        return render_template("error.html", code=413, message=message), 413
 
 
 def login_required(*roles: str) -> Callable[[F], F]:
+    """Logged-in operators only; with roles, only those roles (administrators pass every check)."""
+
     def wrap(view: F) -> F:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
-            if g.operator is None:
-                return redirect(url_for("auth.login", next=request.path))
-            if roles and g.operator.role not in roles and g.operator.role != "admin":
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            if roles and current_user.role not in roles and current_user.role != "admin":
                 abort(403)
             return view(*args, **kwargs)
 
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def may(*roles: str) -> bool:
+    """For templates: may the current operator use a feature reserved to `roles`?"""
+    return bool(current_user.is_authenticated and (current_user.role in roles or current_user.role == "admin"))
+
+
+def home_for(role: str) -> str:
+    return url_for("oversight.index") if role == "lead" else url_for("desk.holders")
+
+
+def _audit_login(username: str, allowed: bool, detail: str) -> None:
+    svc = services()
+    now = svc.now()
+    with svc.sessions() as s, s.begin():
+        audit.append(
+            s,
+            audit.Entry(
+                kind="operator_login",
+                at=now,
+                recorded_at=now,
+                operator=username[:64],
+                allow=allowed,
+                reason="" if allowed else "refused",
+                detail=f"{detail}; from {request.remote_addr or '?'}"[:500],
+            ),
+        )
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -70,22 +178,28 @@ def login() -> Any:
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         with services().sessions() as s:
-            op = s.scalar(select(Operator).where(Operator.username == username))
-        if op is not None and op.active and check_password_hash(op.password_hash, password):
-            session.clear()
-            session["operator_id"] = op.id
-            csrf_token()
+            op = operators.find(s, username)
+            ok = op is not None and op.active and operators.check_password(op, password)
+            who = LoggedIn.of(op) if ok and op is not None else None
+        if who is not None:
+            _audit_login(who.username, True, "web login")
+            session.clear()  # a fresh session (and CSRF token) for the new login: no fixation
+            login_user(who)
             target = request.args.get("next", "")
-            return redirect(
-                target
-                if target.startswith("/") and not target.startswith("//")
-                else url_for("oversight.index")
-            )
+            safe = target.startswith("/") and not target.startswith("//") and "\\" not in target
+            return redirect(target if safe else home_for(who.role))
+        _audit_login(username or "(empty)", False, "wrong user name or password")
         error = "Unknown user or wrong password."
     return render_template("login.html", error=error), 401 if error else 200
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    logout_user()
     session.clear()
     return redirect(url_for("auth.login"))
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict[str, Any]:
+    return {"may": may}
