@@ -19,7 +19,17 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core, tokens
-from gateway.db.models import AuditEntry, Badge, Holder, Occupancy, Position, Qualification, Revocation, SiteState
+from gateway.db.models import (
+    AuditEntry,
+    Badge,
+    Holder,
+    Occupancy,
+    Position,
+    Qualification,
+    Revocation,
+    Shift,
+    SiteState,
+)
 from gateway.instance import Keyring
 from gateway.site import Site, TimeWindow
 
@@ -84,8 +94,16 @@ def facts_for(session: Session, claims: core.BadgeClaims) -> core.HolderFacts:
 
 
 def shifts_for_many(session: Session, holder_ids: set[str]) -> dict[str, tuple[TimeWindow, ...]]:
-    """Each holder's shift windows (none recorded: no shift limit)."""
-    return {}
+    """Each holder's shift windows from their assignment (none recorded: no shift limit)."""
+    windows: dict[str, list[TimeWindow]] = {}
+    rows = session.execute(
+        select(Shift.holder_id, Shift.days, Shift.starts, Shift.ends)
+        .where(Shift.holder_id.in_(holder_ids))
+        .order_by(Shift.id)
+    )
+    for holder_id, days, starts, ends in rows:
+        windows.setdefault(holder_id, []).append(TimeWindow.weekly(days, starts, ends))
+    return {holder: tuple(w) for holder, w in windows.items()}
 
 
 @dataclass

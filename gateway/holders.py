@@ -399,14 +399,7 @@ def shift_windows(assignment: Assignment | None) -> tuple[TimeWindow, ...]:
     """The holder's shifts as site-local windows (none: no shift limit), as the decision core reads them."""
     if assignment is None:
         return ()
-    return tuple(
-        TimeWindow(
-            days=tuple(s.days.split()),
-            start=dt.time.fromisoformat(s.starts),
-            end=dt.time.max if s.ends == "24:00" else dt.time.fromisoformat(s.ends),
-        )
-        for s in assignment.shifts
-    )
+    return tuple(TimeWindow.weekly(s.days, s.starts, s.ends) for s in assignment.shifts)
 
 
 def suspend(session: Session, holder: Holder, reason: str, now: dt.datetime, by: Actor) -> None:

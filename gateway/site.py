@@ -44,6 +44,12 @@ class TimeWindow:
         before_end = t < self.end or self.end == dt.time.max
         return DAYS[local.weekday()] in self.days and self.start <= t and before_end
 
+    @classmethod
+    def weekly(cls, days: str, starts: str, ends: str) -> TimeWindow:
+        """From stored text: space-separated days, HH:MM, and HH:MM or 24:00."""
+        end = dt.time.max if ends == "24:00" else dt.time.fromisoformat(ends)
+        return cls(days=tuple(days.split()), start=dt.time.fromisoformat(starts), end=end)
+
 
 @dataclass(frozen=True)
 class ThreatRule:

@@ -191,3 +191,25 @@ def test_threat_level_page_for_leads_only(instance) -> None:  # type: ignore[no-
     )
     page = response.get_data(as_text=True)
     assert 'id="current-level">heightened<' in page and "vigilance -&gt; heightened: drill" in page
+
+
+def test_shifts_recorded_at_the_desk_bound_the_holders_hours(world) -> None:  # type: ignore[no-untyped-def]
+    from gateway.db.models import Assignment, Shift
+
+    service, sessions, badge, _ = world  # NOW is a Friday, 20:00 in Paris
+    assert ask(service, badge, "STA-G1-IN").reason == "granted"
+    with sessions() as s, s.begin():
+        s.add(
+            Assignment(
+                holder_id=badge.holder_id,
+                zones="STADIUM-PERIMETER",
+                valid_from=NOW - dt.timedelta(days=1),
+                valid_until=NOW + dt.timedelta(days=5),
+                changed_at=NOW,
+                shifts=[Shift(days="fri sat", starts="06:00", ends="14:00")],
+            )
+        )
+    assert ask(service, badge, "STA-G1-IN").reason == "outside_shift"
+    with sessions() as s, s.begin():
+        s.add(Shift(holder_id=badge.holder_id, days="fri", starts="18:00", ends="24:00"))
+    assert ask(service, badge, "STA-G1-IN").reason == "granted"
