@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import contract
-from gateway.db.models import AuditEntry, Revocation
+from gateway.db.models import AuditEntry, Holder, Revocation
 from gateway.decisions import current_threat_level
 from gateway.instance import Keyring
 from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
@@ -37,11 +37,19 @@ def keys_body(keyring: Keyring, issuer: str) -> dict[str, Any]:
     return {"issuer": issuer, "badge_keys": keys}
 
 
-def revocations(session: Session) -> tuple[int, list[str]]:
-    """The revocation list's version (highest revocation id) and every revoked badge id."""
-    version = session.scalar(select(func.max(Revocation.id))) or 0
+REVOCATION_KINDS = ("badge_revoked", "holder_suspended", "holder_reinstated")
+
+
+def revocations(session: Session) -> tuple[int, dict[str, list[str]]]:
+    """What no gate may open for: revoked badges and suspended holders, versioned by the last change to either.
+
+    The version is the audit sequence number of the latest revocation, suspension or reinstatement, so it only
+    grows, and every gateway process computes the same one.
+    """
+    version = session.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.kind.in_(REVOCATION_KINDS))) or 0
     badge_ids = sorted(session.scalars(select(Revocation.badge_id)))
-    return version, badge_ids
+    suspended = sorted(session.scalars(select(Holder.id).where(Holder.status != "active")))
+    return version, {"badges": badge_ids, "holders": suspended}
 
 
 def threat_state(session: Session, site: Site) -> tuple[int, str]:
@@ -110,7 +118,7 @@ class SitePublisher:
         bodies: dict[str, tuple[int, dict[str, Any]]] = {
             "config": (now, {"zones_yaml": self.site_text, "sha256": digest}),
             "keys": (now, keys_body(keyring, self.issuer)),
-            "revocations": (revocation_version, {"badges": revoked}),
+            "revocations": (revocation_version, revoked),
             "threat_level": (threat_version, {"level": level}),
         }
         for kind, (version, body) in bodies.items():

@@ -140,3 +140,23 @@ def test_a_forged_site_message_fails_verification(instance) -> None:  # type: ig
     )
     tampered = contract.SiteMessage(**{**genuine_one.__dict__, "body": {"badges": ["x"]}})
     assert contract.site_message_problem(tampered, decision_keys(instance)) == "bad signature"
+
+
+def test_a_suspension_is_published_for_offline_readers(publishing, instance, site, broker) -> None:  # type: ignore[no-untyped-def]
+    from gateway import holders
+    from gateway.badges import command_line_actor
+
+    _, sessions = publishing
+    now = _now()
+    with sessions() as s, s.begin():
+        org = badges.get_or_create_organisation(s, "GIGN", "GIGN", "gendarmerie", "FR")
+        holder = badges.register_holder(s, site, org, "Marchand", "Theo", "gendarme", "FR", now)
+    topic = contract.SITE_TOPICS["revocations"]
+    with Listener(broker, "STA-G3-IN", [topic]) as reader:
+        first = reader.wait_for(lambda m: m.topic == topic)
+        assert first is not None
+        with sessions() as s, s.begin():
+            holders.suspend(s, s.get(type(holder), holder.id), "under investigation", _now(), command_line_actor())
+        msg = reader.wait_for(lambda m: holder.id in json.loads(m.payload)["body"]["holders"])
+        assert msg is not None, "the suspension was not published"
+        assert genuine(instance, msg).version > genuine(instance, first).version
