@@ -28,6 +28,20 @@ def bridge_user(gate: str) -> str:
     return f"bridge.{gate}"
 
 
+def bus_bridge_user(bus: str) -> str:
+    """The account of a bridge that drives every gate whose controller is on one RS-485 bus."""
+    return f"bridge-bus.{bus}"
+
+
+def buses(site: Site) -> dict[str, list[str]]:
+    """Bus name -> codes of the gates whose controllers are on it, in site order."""
+    out: dict[str, list[str]] = {}
+    for gate in site.gates.values():
+        if gate.controller is not None:
+            out.setdefault(gate.controller.bus, []).append(gate.code)
+    return out
+
+
 def acl_text(site: Site) -> str:
     """Each reader may only ask for itself and command its own gate; each bridge only hears its own gate."""
     p = contract.PREFIX
@@ -35,7 +49,9 @@ def acl_text(site: Site) -> str:
         f"user {GATEWAY_USER}",
         f"topic read {p}/readers/+/request",
         f"topic write {p}/readers/+/answer",
+        f"topic read {contract.READER_STATUS_SUBSCRIPTION}",
         f"topic read {p}/gates/+/event",
+        f"topic write {p}/gates/+/ack",
         f"topic readwrite {p}/site/#",
         "",
     ]
@@ -45,6 +61,7 @@ def acl_text(site: Site) -> str:
             f"topic write {contract.request_topic(reader.code)}",
             f"topic read {contract.answer_topic(reader.code)}",
             f"topic write {contract.gate_command_topic(reader.gate)}",
+            f"topic write {contract.reader_status_topic(reader.code)}",  # retained status and last will
             f"topic read {p}/site/#",
             "",
         ]
@@ -53,9 +70,19 @@ def acl_text(site: Site) -> str:
             f"user {bridge_user(gate.code)}",
             f"topic read {contract.gate_command_topic(gate.code)}",
             f"topic write {contract.gate_event_topic(gate.code)}",
+            f"topic read {contract.gate_ack_topic(gate.code)}",
             f"topic read {p}/site/#",
             "",
         ]
+    for bus, gates in buses(site).items():
+        lines.append(f"user {bus_bridge_user(bus)}")
+        for code in gates:
+            lines += [
+                f"topic read {contract.gate_command_topic(code)}",
+                f"topic write {contract.gate_event_topic(code)}",
+                f"topic read {contract.gate_ack_topic(code)}",
+            ]
+        lines += [f"topic read {p}/site/#", ""]
     return "\n".join(lines)
 
 
@@ -89,7 +116,7 @@ def write_broker_files(folder: Path, site: Site, port: int, host: str = "127.0.0
     if shutil.which("mosquitto_passwd") is None:
         raise RuntimeError("mosquitto_passwd not found: install Debian's mosquitto package")
     folder.mkdir(parents=True, exist_ok=True)
-    users = [GATEWAY_USER, *site.readers, *(bridge_user(g) for g in site.gates)]
+    users = [GATEWAY_USER, *site.readers, *(bridge_user(g) for g in site.gates), *map(bus_bridge_user, buses(site))]
     creds = {u: secrets.token_urlsafe(18) for u in users}
     _write_private(folder / "credentials.json", json.dumps(creds, indent=1))
     passwd = folder / "passwd"

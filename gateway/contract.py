@@ -60,10 +60,38 @@ def gate_event_topic(gate: str) -> str:
     return f"{PREFIX}/gates/{gate}/event"
 
 
+def gate_ack_topic(gate: str) -> str:
+    """Where the gateway confirms to a gate's bridge that an event is in the audit (the bridge may forget it)."""
+    return f"{PREFIX}/gates/{gate}/ack"
+
+
+def reader_status_topic(reader: str) -> str:
+    """Where a reader keeps its retained status (online with counters; its last will says offline)."""
+    return f"{PREFIX}/readers/{reader}/status"
+
+
+# Every reader's status, for the gateway (not shared: each gateway process may want them all).
+READER_STATUS_SUBSCRIPTION = f"{PREFIX}/readers/+/status"
+
+
+def reader_from_status_topic(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/readers" or parts[4] != "status":
+        raise ContractError(f"not a reader status topic: {topic!r}")
+    return _code(parts[3], "topic reader")
+
+
 # The gateway's workers share the request load through an MQTT v5 shared subscription.
 GATEWAY_SHARE_GROUP = "gateway"
 REQUEST_SUBSCRIPTION = f"$share/{GATEWAY_SHARE_GROUP}/{PREFIX}/readers/+/request"
 EVENT_SUBSCRIPTION = f"$share/{GATEWAY_SHARE_GROUP}/{PREFIX}/gates/+/event"
+
+
+def gate_from_event_topic(topic: str) -> str:
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/gates" or parts[4] != "event":
+        raise ContractError(f"not a gate event topic: {topic!r}")
+    return _code(parts[3], "topic gate")
 
 
 def reader_from_request_topic(topic: str) -> str:
@@ -231,6 +259,61 @@ class GateEvent:
             at_ms=_int_ms(data["at_ms"], "at_ms"),
             nonce=nonce if nonce == "" else _match(_NONCE, nonce, "nonce", "32 lowercase hex digits"),
         )
+
+
+@dataclass(frozen=True)
+class GateEventAck:
+    """The gateway has audited the event `seq` of `gate` (or had already): the bridge may drop it."""
+
+    gate: str
+    seq: int
+
+    def to_json(self) -> bytes:
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> GateEventAck:
+        data = _load(payload, "gate event ack", {"gate", "seq"})
+        return cls(gate=_code(data["gate"], "gate"), seq=_int_ms(data["seq"], "seq"))
+
+
+READER_STATES = ("online", "offline")
+_STATUS_COUNTERS = ("frames", "decodes", "decisions", "offline_queue")
+
+
+@dataclass(frozen=True)
+class ReaderStatus:
+    """A reader's liveness and counters: retained on its status topic, QoS 1. Published when it connects,
+    on every heartbeat and when it stops; its last will is the same message with state "offline"."""
+
+    reader: str
+    state: str  # "online" or "offline"
+    at_ms: int  # the reader's clock when it wrote this (for the will: when it connected)
+    frames: int  # camera frames processed since the reader started
+    decodes: int  # QR texts read in them (a badge held in view counts once per frame)
+    decisions: int  # badge presentations decided (asked of the gateway, or denied when it did not answer)
+    offline_queue: int  # decisions taken offline and not yet uploaded
+
+    def to_json(self) -> bytes:
+        return _dump(asdict(self))
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> ReaderStatus:
+        data = _load(payload, "reader status", {"reader", "state", "at_ms", *_STATUS_COUNTERS})
+        if data["state"] not in READER_STATES:
+            raise ContractError(f"state: {data['state']!r:.40} is not one of {', '.join(READER_STATES)}")
+        return cls(
+            reader=_code(data["reader"], "reader"),
+            state=data["state"],
+            at_ms=_int_ms(data["at_ms"], "at_ms"),
+            **{name: _count(data[name], name) for name in _STATUS_COUNTERS},
+        )
+
+
+def _count(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ContractError(f"{name}: expected a count (a non-negative integer), got {value!r:.60}")
+    return value
 
 
 # --- signatures --------------------------------------------------------------------------------------

@@ -73,8 +73,15 @@ class ReaderAgent:
         self.hold_s = hold_s  # a badge unseen this long counts as a new presentation when it comes back
         self._last_seen: dict[str, float] = {}
         self._ignored: set[str] = set()
+        # Counters for the status heartbeat (readers.gateway_link.Counters).
         self.frames = 0
         self.decodes = 0
+        self.decisions = 0
+
+    @property
+    def offline_queue(self) -> int:
+        """Decisions taken offline and not yet uploaded: none until the reader decides offline."""
+        return 0
 
     def run(self, frames: Iterable[np.ndarray]) -> None:
         for frame in frames:
@@ -105,6 +112,7 @@ class ReaderAgent:
             self._last_seen = {t: s for t, s in self._last_seen.items() if now - s <= self.hold_s}
 
     def _decide(self, token: str) -> Outcome:
+        self.decisions += 1
         answer = self.link.ask(token, self.answer_timeout_s)
         if answer is None:
             outcome = Outcome(token, False, Reason.GATEWAY_UNREACHABLE.value, "", "")

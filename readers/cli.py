@@ -99,6 +99,13 @@ def _read_image(image: str) -> np.ndarray | None:
     show_default=True,
     help="Seconds to wait for the gateway before denying (gateway_unreachable).",
 )
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.05),
+    default=10.0,
+    show_default=True,
+    help="Seconds between status messages (retained, with the frame, decode and decision counters).",
+)
 def run(
     site_file: Path,
     reader_code: str,
@@ -110,6 +117,7 @@ def run(
     engine: str,
     fps: float | None,
     answer_timeout: float,
+    heartbeat: float,
 ) -> None:
     """Watch a camera (or a file), ask the gateway for each badge shown, and drive the turnstile."""
     from gateway.mqttlink import BrokerAddress
@@ -134,6 +142,7 @@ def run(
             cast(EngineName, engine),
             fps,
             answer_timeout,
+            heartbeat_s=heartbeat,
         )
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None

@@ -2,6 +2,10 @@
 
 An answer counts only if it is signed by a pinned decision key, names this reader, carries the nonce of a
 request still pending here, and has not expired. Anything else is logged and dropped.
+
+The link also keeps the reader's retained status (`contract.ReaderStatus`): "online" with the counters when
+it connects and on every heartbeat, "offline" when it stops, and "offline" as its last will, which the broker
+publishes when the connection dies without a clean disconnect (power cut, crash, cable pulled).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -20,6 +24,29 @@ from gateway import contract
 from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
 
 log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 10.0  # how often a connected reader republishes its status with fresh counters
+_STOP_PUBLISH_TIMEOUT_S = 2.0
+
+
+class Counters(Protocol):
+    """What the heartbeat reports; the reader agent has these attributes."""
+
+    @property
+    def frames(self) -> int: ...
+
+    @property
+    def decodes(self) -> int: ...
+
+    @property
+    def decisions(self) -> int: ...
+
+    @property
+    def offline_queue(self) -> int: ...
+
+
+class _NoCounters:
+    frames = decodes = decisions = offline_queue = 0
 
 
 class _Pending:
@@ -36,6 +63,7 @@ class GatewayLink:
         gate: str,
         decision_keys: contract.DecisionKeys,
         clock_ms: Callable[[], int],
+        heartbeat_s: float = HEARTBEAT_S,
     ) -> None:
         self.address = address
         self.reader = reader
@@ -47,26 +75,74 @@ class GatewayLink:
         self.rejected = 0  # answers dropped as not genuine, not ours or stale
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
+        self.heartbeat_s = heartbeat_s
+        self._counters: Counters = _NoCounters()
+        self._quiet = threading.Event()  # set: the heartbeat stops
+        self._heartbeat: threading.Thread | None = None
+        self.status_topic = contract.reader_status_topic(reader)
         self.client = make_client(
             address,
             f"reader-{reader}",
             [(contract.answer_topic(reader), 1)],
             on_message=self._on_answer,
+            will=(self.status_topic, self._status("offline").to_json()),
             on_link=self._on_link,
         )
+        # Each (re)connection carries a will with that moment's counters.
+        self.client.on_pre_connect = lambda client, _userdata: client.will_set(
+            self.status_topic, self._status("offline").to_json(), qos=1, retain=True
+        )
 
-    def start(self) -> None:
+    def start(self, counters: Counters | None = None) -> None:
+        """Connect (raises ConnectionError), then publish the status with `counters` every heartbeat."""
+        if counters is not None:
+            self._counters = counters
         connect_and_wait(self.client, self.address)
+        self._heartbeat = threading.Thread(target=self._beat, name=f"heartbeat-{self.reader}", daemon=True)
+        self._heartbeat.start()
 
     def stop(self) -> None:
+        """Say "offline" with the final counters (a clean disconnect discards the will), then disconnect."""
         self._stopping = True
+        self._quiet.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        if self.online:
+            info = self.publish_status("offline")
+            try:
+                info.wait_for_publish(_STOP_PUBLISH_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("reader %s: final status not sent: %s", self.reader, exc)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def publish_status(self, state: str) -> mqtt.MQTTMessageInfo:
+        """Publish this reader's status, retained, so that whoever subscribes later sees the latest."""
+        return self.client.publish(self.status_topic, self._status(state).to_json(), qos=1, retain=True)
+
+    def _status(self, state: str) -> contract.ReaderStatus:
+        counters = self._counters
+        return contract.ReaderStatus(
+            reader=self.reader,
+            state=state,
+            at_ms=self.clock_ms(),
+            frames=counters.frames,
+            decodes=counters.decodes,
+            decisions=counters.decisions,
+            offline_queue=counters.offline_queue,
+        )
+
+    def _beat(self) -> None:
+        while not self._quiet.wait(self.heartbeat_s):
+            if self.online:
+                self.publish_status("online")
 
     def _on_link(self, up: bool) -> None:
         if up != self.online and not self._stopping:
             log.warning("reader %s: gateway link %s", self.reader, "up" if up else "DOWN")
         self.online = up
+        if up and not self._stopping:
+            self.publish_status("online")  # replaces the will the broker may have published meanwhile
 
     def ask(self, token: str, timeout_s: float) -> contract.DecisionAnswer | None:
         """The gateway's genuine answer, or None when none came in time."""

@@ -17,7 +17,7 @@ from gateway.site import Site
 from readers.agent import Outcome, ReaderAgent
 from readers.capture import open_source
 from readers.decoding import Decoder, EngineName, to_gray
-from readers.gateway_link import GatewayLink
+from readers.gateway_link import HEARTBEAT_S, GatewayLink
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,14 @@ def run_reader(
     fps: float | None = None,
     answer_timeout_s: float = 1.5,
     echo: bool = True,
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> ReaderAgent:
-    """Read frames from `source` until it ends, deciding each badge presentation once."""
+    """Read frames from `source` until it ends, deciding each badge presentation once; the reader's status
+    (online with counters every `heartbeat_s`, offline at the end or as its last will) is kept retained."""
     reader = site.readers[reader_code]
-    link = GatewayLink(address, reader.code, reader.gate, decision_keys, lambda: int(time.time() * 1000))
+    link = GatewayLink(
+        address, reader.code, reader.gate, decision_keys, lambda: int(time.time() * 1000), heartbeat_s
+    )
     agent = ReaderAgent(
         reader.code,
         Decoder(engine),
@@ -71,7 +75,7 @@ def run_reader(
         on_outcome=(lambda o: print(format_outcome(reader.code, o), flush=True)) if echo else (lambda o: None),
         answer_timeout_s=answer_timeout_s,
     )
-    link.start()
+    link.start(counters=agent)
     try:
         with open_source(source) as frames:
             agent.run(paced(frames, fps) if fps else frames)
