@@ -245,40 +245,6 @@ def revoke_badge(instance_path: str, badge_id: str, reason: str) -> None:
     click.echo(f"revoked {badge_id}")
 
 
-def build_decision_process(instance: Instance, host: str, port: int, password_file: Path, worker: str):  # type: ignore[no-untyped-def]
-    """Composition root of the decision process: the decision worker and the retained-site publisher."""
-    import time
-
-    from gateway.broker_setup import GATEWAY_USER
-    from gateway.decision_worker import DecisionWorker
-    from gateway.decisions import DecisionService
-    from gateway.keyring_cache import ReloadingKeyring
-    from gateway.mqttlink import BrokerAddress
-    from gateway.site_publisher import SitePublisher
-
-    site = _site(instance.settings.site_file)
-    sessions = session_factory(make_engine(instance.settings.database_url))
-    keyring = ReloadingKeyring(instance.folder)
-    service = DecisionService(
-        site=site, keyring=keyring, issuer=instance.settings.issuer, sessions=sessions, clock=_now
-    )
-    address = BrokerAddress.from_password_file(host, port, GATEWAY_USER, password_file)
-    publisher = SitePublisher(
-        address,
-        f"gateway-{worker}-site",
-        site,
-        instance.settings.site_file.read_text(encoding="utf-8"),
-        keyring,
-        instance.settings.issuer,
-        sessions,
-        lambda: int(time.time() * 1000),
-    )
-    from gateway.checkpoints import CheckpointWriter
-
-    checkpoints = CheckpointWriter(sessions, _checkpoint_file(instance), keyring, _now)
-    return DecisionWorker(service, address, client_id=f"gateway-{worker}"), publisher, checkpoints
-
-
 broker_options = [
     click.option("--broker-host", default="127.0.0.1", show_default=True),
     click.option("--broker-port", type=int, default=1883, show_default=True),
@@ -310,20 +276,16 @@ def _wait_for_signal() -> None:
 @click.option("--worker", default="1", show_default=True, help="Worker name; run several to share the load.")
 def decide(instance_path: str, broker_host: str, broker_port: int, password_file: Path, worker: str) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
-    decisions, publisher, checkpoints = build_decision_process(
-        _instance(instance_path), broker_host, broker_port, password_file, worker
-    )
+    from gateway.decision_process import decision_process
+
+    process = decision_process(_instance(instance_path), broker_host, broker_port, password_file, worker)
     try:
-        publisher.start()
-        decisions.start()
+        process.start()
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
-    checkpoints.start()
     click.echo(f"decision worker {worker} answering on {broker_host}:{broker_port}")
     _wait_for_signal()
-    decisions.stop()
-    publisher.stop()
-    checkpoints.stop()
+    process.stop()
 
 
 @main.command()
@@ -669,7 +631,9 @@ def audit() -> None:
 
 
 def _checkpoint_file(instance: Instance) -> Path:
-    return instance.folder / "audit-checkpoints.jsonl"
+    from gateway.decision_process import checkpoint_file
+
+    return checkpoint_file(instance)
 
 
 @audit.command("checkpoint")

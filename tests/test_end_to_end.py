@@ -75,8 +75,12 @@ def gate_world(instance, site, broker, tmp_path: Path) -> Iterator[dict]:  # typ
     gateway.terminate()
     gateway.wait(10)
     # What the gateway logged verifies, and its last checkpoint (written at stop) covers it.
-    verified = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", "--instance", str(instance.folder)],
-                              cwd=ROOT, capture_output=True, text=True)
+    verified = subprocess.run(
+        [sys.executable, "-m", "gateway", "audit", "verify", "--instance", str(instance.folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert verified.returncode == 0, verified.stderr
     assert " 0 checkpoints" not in verified.stdout, verified.stdout
 
@@ -182,3 +186,24 @@ def test_revoked_badge_is_denied_as_revoked(world, instance, site, broker, tmp_p
     assert turnstile.relay_pulses == 0
     [row] = audit_rows(instance, badge)
     assert (row.allow, row.reason) == (False, "revoked")
+
+
+def test_the_gateway_audits_the_reader_coming_and_going(world, instance, site, broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    badge = issue(instance, site, ["STADIUM-PERIMETER"])
+    scan(world, broker, badge, tmp_path, seed=4)  # the reader connects, decides, and stops cleanly
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    deadline = time.monotonic() + 10
+    while True:
+        with sessions() as s:
+            states = list(
+                s.scalars(
+                    select(AuditEntry.reason).where(AuditEntry.kind == "reader_status", AuditEntry.reader == READER)
+                )
+            )
+        if "reader_offline" in states or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    # The suite's broker is shared: a retained status left by an earlier test may be logged first.
+    assert states[-2:] == ["reader_online", "reader_offline"]
