@@ -71,7 +71,7 @@ class DecisionWorker:
     def _accept(self, msg: mqtt.MQTTMessage) -> tuple[contract.DecisionRequest, bytes | None] | None:
         try:
             reader = contract.reader_from_request_topic(msg.topic)
-            request = contract.DecisionRequest.from_json(msg.payload)
+            request = contract.DecisionRequest.from_json(bytes(msg.payload))
         except contract.ContractError as exc:
             log.warning("ignored request on %s: %s", msg.topic, exc)
             return None
@@ -93,7 +93,7 @@ class DecisionWorker:
             return
         answers = self.service.answer_many([request for request, _ in accepted])
         for (request, correlation), answer in zip(accepted, answers, strict=True):
-            out = Properties(PacketTypes.PUBLISH)
+            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             out.CorrelationData = correlation if correlation else request.nonce.encode()
             self.client.publish(contract.answer_topic(request.reader), answer.to_json(), qos=1, properties=out)
         self.handled += len(accepted)
