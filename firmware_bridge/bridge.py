@@ -1,7 +1,15 @@
-"""One gate's bridge: signed decision answers from MQTT in, turnstile commands over OSDP out, events back.
+"""The bridge's MQTT side: the gates of one controller link, their command topics in, their events out.
 
-The bridge trusts no message: it moves the relay only for an answer that is signed by a known decision key,
-meant for this gate, forwarded for one of this gate's readers, unexpired, and never acted on before.
+Commands: each gate's signed answers arrive on its command topic and go to that gate's GateDriver.
+
+Events: every controller event goes into the outbox (on disk) first. A sender thread publishes, per gate,
+the oldest unconfirmed event and waits for the gateway's acknowledgement (sent only after the event is in
+the audit) before sending the next, so events reach the audit in their order. With no acknowledgement
+within `ack_timeout_s`, or after a reconnect, the same event is sent again; the gateway drops repeats by
+gate:seq. While the broker or the gateway is away, events simply wait in the outbox.
+
+Nothing here can move the relay except a genuine answer handled by a GateDriver: reconnecting never
+replays anything to the controller.
 """
 
 from __future__ import annotations
@@ -10,210 +18,285 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from firmware_bridge.controller import ControllerError, ControllerLink
+from firmware_bridge.controller import ControllerLink
+from firmware_bridge.gate import Clock, CommandOutcome, GateDriver, epoch_ms
+from firmware_bridge.outbox import EventOutbox
 from gateway import contract
-from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
+from gateway.mqttlink import BrokerAddress, make_client
 from gateway.site import Gate, Site
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], int]  # epoch milliseconds
-MAX_REMEMBERED_NONCES = 4096  # answers live 5 s: far more than one gate can see in that time
+__all__ = ["Bridge", "Clock", "CommandOutcome", "epoch_ms"]
+
+ACK_TIMEOUT_S = 2.0  # no acknowledgement by then: send the event again
+_TICK_S = 0.1  # grant timeouts and resends are checked this often
+RECONNECT_DELAY_S = (1.0, 4.0)
+# A controller not connected this long after start is reported offline (sooner would report every start-up).
+STARTUP_GRACE_S = 10.0
+WARN_UNACKED_S = 30.0  # an event unacknowledged this long means the gateway is away: say so, once per event
 
 
-def epoch_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class CommandOutcome:
-    """What the bridge did with one command message."""
-
-    action: str  # "grant", "deny" or "ignored"
-    nonce: str  # "" when the message could not be read
-    detail: str  # why it was ignored, or what failed
-
-    @property
-    def acted(self) -> bool:
-        return self.action != "ignored"
-
-
-class GateBridge:
-    """Drives the controller of `gate_code` (found on `link`) from the answers on its command topic."""
+class Bridge:
+    """Serves `gate_codes` (all on `link`) over one MQTT connection as `broker.username`."""
 
     def __init__(
         self,
         site: Site,
-        gate_code: str,
+        gate_codes: Sequence[str],
         link: ControllerLink,
         keys: contract.DecisionKeys,
         broker: BrokerAddress,
+        outbox: EventOutbox,
         *,
         clock: Clock = epoch_ms,
         on_outcome: Callable[[CommandOutcome], None] | None = None,
-        max_nonces: int = MAX_REMEMBERED_NONCES,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+        reconnect_delay_s: tuple[float, float] = RECONNECT_DELAY_S,
+        startup_grace_s: float = STARTUP_GRACE_S,
     ) -> None:
-        gate = site.gates.get(gate_code)
-        if gate is None:
-            raise ValueError(f"unknown gate {gate_code!r}")
-        if gate.controller is None:
-            raise ValueError(f"gate {gate_code!r} has no controller in the site file")
-        if gate.controller.address not in link.addresses:
-            raise ValueError(f"gate {gate_code!r}: controller address {gate.controller.address} is not on the link")
-        if not keys:
-            raise ValueError("at least one decision public key is needed")
-        self.gate: Gate = gate
-        self._address = gate.controller.address
-        self._readers = frozenset(r.code for r in site.readers.values() if r.gate == gate.code)
+        if not gate_codes:
+            raise ValueError("a bridge serves at least one gate")
+        self._outbox = outbox
         self._link = link
-        self._keys = dict(keys)
         self._broker = broker
-        self._clock = clock
-        self._on_outcome = on_outcome
-        self._max_nonces = max_nonces
-        self._lock = threading.Lock()
-        self._used: dict[str, int] = {}  # nonce -> expires_ms: kept until the answer could no longer be valid
-        self._last_grant = ""  # nonce of the grant a passage belongs to
-        self._seq = 0
+        self._ack_timeout_s = ack_timeout_s
+        self._reconnect_delay_s = reconnect_delay_s
+        self._startup_grace_s = startup_grace_s
+        self._started = 0.0
+        self.drivers: dict[str, GateDriver] = {}
+        for code in gate_codes:
+            self.drivers[code] = GateDriver(
+                site,
+                code,
+                link,
+                keys,
+                self._emitter(code),
+                clock=clock,
+                on_outcome=on_outcome,
+            )
+        self._by_address = {d.address: d for d in self.drivers.values()}
+        self._by_command_topic = {contract.gate_command_topic(c): d for c, d in self.drivers.items()}
+        self._by_ack_topic = {contract.gate_ack_topic(c): c for c in self.drivers}
+        self._wake = threading.Condition()
+        self._in_flight: dict[str, tuple[int, float]] = {}  # gate -> (seq, monotonic time sent)
+        self._first_sent: dict[tuple[str, int], float] = {}  # (gate, seq) -> first send, for the warning
+        self._warned: set[tuple[str, int]] = set()
+        self._connected = threading.Event()
+        self.connections = 0  # how many times the bridge got connected and subscribed
+        self._stopping = threading.Event()
+        self._sender: threading.Thread | None = None
         self._client: mqtt.Client | None = None
-        self._command_topic = contract.gate_command_topic(gate.code)
-        self._event_topic = contract.gate_event_topic(gate.code)
+
+    @property
+    def gate(self) -> Gate:
+        """The gate, for a bridge that serves exactly one."""
+        if len(self.drivers) != 1:
+            raise AttributeError("this bridge serves several gates; use .drivers")
+        return next(iter(self.drivers.values())).gate
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Connect, wait until the command subscription is granted, report the controller's state."""
+    def start(self, timeout_s: float = 10.0, *, require_broker: bool = True) -> None:
+        """Listen to the controllers, then connect and wait until every subscription is granted.
+
+        Raises ConnectionError when the broker refuses us or a subscription; when it does not answer in
+        `timeout_s`, raises too if `require_broker`, else keeps trying in the background (events wait in
+        the outbox meanwhile).
+        """
         if self._client is not None:
             return
-        # Seq starts at the clock, so a restarted bridge keeps counting upwards and the gateway's repeat
-        # filter does not drop its events.
-        self._seq = self._clock()
-        subscribed = threading.Event()
+        self._stopping.clear()
+        self._link.add_listener(self._on_controller_event)
+        for driver in self.drivers.values():
+            if self._link.is_secure(driver.address):
+                driver.controller_event("controller_online")  # came up before we listened
+        self._started = time.monotonic()
+        self._sender = threading.Thread(target=self._send_loop, name="bridge-events", daemon=True)
+        self._sender.start()
+
+        subscriptions = [(t, 1) for t in (*self._by_command_topic, *self._by_ack_topic)]
+        granted = threading.Event()
+        answered = threading.Event()
         refused: list[str] = []
+        pending = {"count": 0}
+
+        def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
+            if reason.is_failure:
+                refused.append(f"connection refused: {reason}")
+                answered.set()
 
         def on_subscribe(_c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Properties | None) -> None:
-            refused.extend(str(rc) for rc in codes if rc.is_failure)
-            subscribed.set()
+            refused.extend(f"subscription refused: {rc}" for rc in codes if rc.is_failure)
+            pending["count"] += 1
+            if pending["count"] >= len(subscriptions):
+                pending["count"] = 0
+                granted.set()
+                answered.set()
+                self._on_link(True)
 
         client = make_client(
             self._broker,
             client_id=f"{self._broker.username}-{secrets.token_hex(4)}",
-            subscriptions=[(self._command_topic, 1)],
+            subscriptions=subscriptions,
             on_message=self._on_message,
+            on_link=lambda up: None if up else self._on_link(False),
         )
+        client.reconnect_delay_set(*self._reconnect_delay_s)  # type: ignore[arg-type]  # paho accepts floats
+        link_connect: Any = client.on_connect
+
+        def on_connect_both(c: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Properties | None) -> None:
+            pending["count"] = 0
+            on_connect(c, u, f, reason, p)
+            link_connect(c, u, f, reason, p)
+
+        client.on_connect = on_connect_both
         client.on_subscribe = on_subscribe
-        connect_and_wait(client, self._broker, timeout_s)
-        if not subscribed.wait(timeout_s) or refused:
-            client.disconnect()
-            client.loop_stop()
-            why = ", ".join(refused) or f"no answer in {timeout_s} s"
-            raise ConnectionError(f"gate {self.gate.code}: subscription to {self._command_topic} failed: {why}")
         self._client = client
-        self._link.add_listener(self._on_controller_event)
-        state = "controller_online" if self._link.is_secure(self._address) else "controller_offline"
-        self._on_controller_event(self._address, state)
-        log.info("gate %s: bridge listening on %s", self.gate.code, self._command_topic)
+        client.connect_async(self._broker.host, self._broker.port, keepalive=15)
+        client.loop_start()
+        if answered.wait(timeout_s) and granted.is_set() and not refused:
+            log.info("bridge for %s listening as %s", ", ".join(self.drivers), self._broker.username)
+            return
+        if refused or require_broker:
+            self.stop()
+            why = ", ".join(refused) or f"no answer from {self._broker.host}:{self._broker.port} in {timeout_s} s"
+            raise ConnectionError(f"bridge for {', '.join(self.drivers)}: {why}")
+        log.warning("broker not reachable yet; events wait in the outbox until it is")
 
     def stop(self) -> None:
         client, self._client = self._client, None
-        if client is None:
-            return
         self._link.remove_listener(self._on_controller_event)
-        client.disconnect()
-        client.loop_stop()
+        self._stopping.set()
+        self._connected.clear()
+        with self._wake:
+            self._wake.notify_all()
+        if self._sender is not None:
+            self._sender.join(5)
+            self._sender = None
+        if client is not None:
+            client.disconnect()
+            client.loop_stop()
 
-    # --- decisions in ------------------------------------------------------------------------------
+    # --- messages in -------------------------------------------------------------------------------
+
+    def _on_link(self, up: bool) -> None:
+        with self._wake:
+            if up:
+                self.connections += 1
+                self._connected.set()
+                self._in_flight.clear()  # whatever was in flight may be lost: send it again now
+                log.info("bridge: connected to the broker")
+            elif self._connected.is_set():
+                self._connected.clear()
+                log.warning("bridge: lost the broker; events wait in the outbox")
+            self._wake.notify_all()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # An exception here would end paho's network thread, and with it the bridge.
         try:
-            if message.topic != self._command_topic:
-                log.warning("gate %s: message on unexpected topic %s", self.gate.code, message.topic)
-                return
-            self.handle_command(bytes(message.payload), retained=bool(message.retain))
-        except Exception:
-            log.exception("gate %s: failed to handle a command", self.gate.code)
-
-    def handle_command(self, payload: bytes, *, retained: bool = False) -> CommandOutcome:
-        """Check one command message and, if it is genuine and new, act on it."""
-        outcome = self._decide_and_act(payload, retained)
-        if outcome.action == "ignored":
-            log.warning("gate %s: ignored answer %s: %s", self.gate.code, outcome.nonce or "-", outcome.detail)
-        elif outcome.detail:
-            log.error("gate %s: %s %s failed: %s", self.gate.code, outcome.action, outcome.nonce, outcome.detail)
-        else:
-            log.info("gate %s: %s %s", self.gate.code, outcome.action, outcome.nonce)
-        if self._on_outcome is not None:
-            self._on_outcome(outcome)
-        return outcome
-
-    def _decide_and_act(self, payload: bytes, retained: bool) -> CommandOutcome:
-        now = self._clock()
-        try:
-            answer = contract.DecisionAnswer.from_json(payload)
-        except contract.ContractError as exc:
-            return CommandOutcome("ignored", "", f"malformed answer: {exc}")
-        if retained:
-            # A command is only meant for the moment it is sent. A retained one would be replayed to a
-            # restarted bridge, whose memory of used nonces started empty.
-            return CommandOutcome("ignored", answer.nonce, "retained message: commands are never stored")
-        problem = contract.answer_problem(answer, self._keys, reader=None, nonce=None, gate=self.gate.code, now_ms=now)
-        if problem is not None:
-            return CommandOutcome("ignored", answer.nonce, problem)
-        if answer.reader not in self._readers:
-            return CommandOutcome("ignored", answer.nonce, f"reader {answer.reader!r} is not at gate {self.gate.code}")
-        if answer.expires_ms - answer.decided_ms > contract.ANSWER_TTL_MS:
-            # Also bounds how long a nonce must be remembered.
-            return CommandOutcome("ignored", answer.nonce, "answer lives longer than the contract allows")
-        with self._lock:
-            self._used = {n: exp for n, exp in self._used.items() if exp > now}
-            if answer.nonce in self._used:
-                return CommandOutcome("ignored", answer.nonce, "replay: this answer was already acted on")
-            if len(self._used) >= self._max_nonces:
-                # Refusing is safe; forgetting a live nonce would let its answer be replayed.
-                return CommandOutcome("ignored", answer.nonce, "too many live answers to remember")
-            self._used[answer.nonce] = answer.expires_ms
-            if answer.allow:
-                self._last_grant = answer.nonce
-        try:
-            if answer.allow:
-                self._link.grant(self._address, self.gate.relay_pulse_ms, "ACCESS GRANTED")
+            driver = self._by_command_topic.get(message.topic)
+            if driver is not None:
+                driver.handle_command(bytes(message.payload), retained=bool(message.retain))
+            elif message.topic in self._by_ack_topic:
+                self._on_ack(self._by_ack_topic[message.topic], bytes(message.payload))
             else:
-                self._link.deny(self._address, f"DENIED {answer.reason}")
-        except ControllerError as exc:
-            if answer.allow:
-                with self._lock:
-                    if self._last_grant == answer.nonce:
-                        self._last_grant = ""
-            return CommandOutcome("grant" if answer.allow else "deny", answer.nonce, str(exc))
-        return CommandOutcome("grant" if answer.allow else "deny", answer.nonce, "")
+                log.warning("bridge: message on unexpected topic %s", message.topic)
+        except Exception:
+            log.exception("bridge: failed to handle a message on %s", message.topic)
+
+    def _on_ack(self, gate: str, payload: bytes) -> None:
+        try:
+            ack = contract.GateEventAck.from_json(payload)
+        except contract.ContractError as exc:
+            log.warning("gate %s: ignored acknowledgement: %s", gate, exc)
+            return
+        if ack.gate != gate:
+            log.warning("gate %s: acknowledgement names gate %s; ignored", gate, ack.gate)
+            return
+        self._outbox.confirm(gate, ack.seq)
+        with self._wake:
+            self._first_sent.pop((gate, ack.seq), None)
+            self._warned.discard((gate, ack.seq))
+            if self._in_flight.get(gate, (None, 0.0))[0] == ack.seq:
+                del self._in_flight[gate]
+            self._wake.notify_all()
 
     # --- events out --------------------------------------------------------------------------------
 
     def _on_controller_event(self, address: int, kind: str) -> None:
-        if address != self._address:
-            return
-        with self._lock:
-            seq = self._seq
-            self._seq += 1
-            nonce = ""
-            if kind == "passage":
-                nonce, self._last_grant = self._last_grant, ""
-        event = contract.GateEvent(gate=self.gate.code, kind=kind, seq=seq, at_ms=self._clock(), nonce=nonce)
-        log.info("gate %s: %s (seq %d%s)", self.gate.code, kind, seq, f", answer {nonce}" if nonce else "")
+        driver = self._by_address.get(address)
+        if driver is not None:
+            driver.controller_event(kind)
+
+    def _emitter(self, gate: str) -> Callable[[str, str], None]:
+        def emit(kind: str, nonce: str) -> None:
+            event = self._outbox.add(gate, kind, nonce)
+            log.info("gate %s: %s (seq %d%s)", gate, kind, event.seq, f", answer {nonce}" if nonce else "")
+            with self._wake:
+                self._wake.notify_all()
+
+        return emit
+
+    def _send_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                starting = time.monotonic() - self._started < self._startup_grace_s
+                for driver in self.drivers.values():
+                    driver.tick()
+                    if not starting:
+                        driver.report_controller_state_once()
+                if self._connected.is_set():
+                    for gate in self.drivers:
+                        self._send_head(gate)
+            except Exception:
+                log.exception("bridge: event sender failed; retrying")
+            with self._wake:
+                if not self._stopping.is_set():
+                    self._wake.wait(_TICK_S)
+
+    def _send_head(self, gate: str) -> None:
+        head = self._outbox.head(gate)
+        now = time.monotonic()
+        with self._wake:
+            if head is None:
+                self._in_flight.pop(gate, None)
+                return
+            sent = self._in_flight.get(gate)
+            if sent is not None and sent[0] == head.seq and now - sent[1] < self._ack_timeout_s:
+                return
+            self._in_flight[gate] = (head.seq, now)
+            waited = now - self._first_sent.setdefault((gate, head.seq), now)
+            warn = waited >= WARN_UNACKED_S and (gate, head.seq) not in self._warned
+            if warn:
+                self._warned.add((gate, head.seq))
         client = self._client
         if client is None:
-            log.warning("gate %s: not connected; event %s not published", self.gate.code, kind)
             return
-        # QoS 1: paho keeps the message and sends it again after a reconnect.
-        info = client.publish(self._event_topic, event.to_json(), qos=1)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            log.error("gate %s: could not publish %s: %s", self.gate.code, kind, mqtt.error_string(info.rc))
+        if warn:
+            log.warning(
+                "gate %s: the gateway has not acknowledged event %d for %.0f s; %d event(s) waiting in the outbox",
+                gate,
+                head.seq,
+                waited,
+                len(self._outbox),
+            )
+        if waited:
+            log.debug("gate %s: sending event %d again", gate, head.seq)
+        info = client.publish(contract.gate_event_topic(gate), head.to_json(), qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.debug("gate %s: publish of event %d deferred: %s", gate, head.seq, mqtt.error_string(info.rc))

@@ -1,6 +1,7 @@
-"""Byte channels for libosdp: an in-memory pair (tests) and a pty pair (a serial line inside one process).
+"""Byte channels for libosdp: an in-memory pair or multidrop bus (tests), a pty pair (a serial line inside one
+process) and a line that can be cut (tests of link loss). The serial line to real controllers is in serial_line.
 
-libosdp polls `read` from its refresh thread, so both ends must return b"" at once when nothing is waiting.
+libosdp polls `read` from its refresh thread, so every end must return b"" at once when nothing is waiting.
 """
 
 from __future__ import annotations
@@ -60,6 +61,10 @@ class MemoryChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no typ
         # libosdp flushes to drop a half-received frame; discard what we have not read yet.
         self._inbox.clear()
 
+    def inject(self, data: bytes) -> None:
+        """Bytes arrive at this end as if the other end had sent them: an intruder on the wire (tests)."""
+        self._inbox.put(bytes(data))
+
     def close(self) -> None:
         """Nothing to release; present so both channel kinds close the same way."""
 
@@ -68,6 +73,28 @@ def channel_pair() -> tuple[MemoryChannel, MemoryChannel]:
     """(cp_channel, pd_channel): what one writes, the other reads."""
     to_pd, to_cp = _Pipe(), _Pipe()
     return MemoryChannel(inbox=to_cp, outbox=to_pd), MemoryChannel(inbox=to_pd, outbox=to_cp)
+
+
+class _Fanout(_Pipe):
+    """What the panel sends on a multidrop bus: every device hears it (each keeps only frames for its address)."""
+
+    def __init__(self, inboxes: list[_Pipe]) -> None:
+        super().__init__()
+        self._inboxes = inboxes
+
+    def put(self, data: bytes) -> int:
+        for inbox in self._inboxes:
+            inbox.put(data)
+        return len(data)
+
+
+def memory_bus(devices: int) -> tuple[MemoryChannel, list[MemoryChannel]]:
+    """(cp_channel, [pd_channel, ...]): one RS-485 bus with `devices` controllers on it, in memory."""
+    if devices < 1:
+        raise ValueError("a bus needs at least one device")
+    to_cp = _Pipe()
+    inboxes = [_Pipe() for _ in range(devices)]
+    return MemoryChannel(inbox=to_cp, outbox=_Fanout(inboxes)), [MemoryChannel(inbox=i, outbox=to_cp) for i in inboxes]
 
 
 class FdChannel(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type hints
@@ -126,3 +153,55 @@ def pty_pair() -> tuple[FdChannel, FdChannel]:
     for fd in (controller_fd, device_fd):
         tty.setraw(fd)
     return FdChannel(controller_fd), FdChannel(device_fd)
+
+
+class CuttableLine(osdp.Channel):  # type: ignore[misc]  # libosdp ships no type hints
+    """A channel whose wire can be cut and mended, and whose outgoing bytes can be recorded (tests, drills).
+
+    While cut, what we send is lost and what arrives is thrown away, as on an RS-485 pair cut in two.
+    """
+
+    def __init__(self, inner: osdp.Channel, *, record: bool = False) -> None:
+        super().__init__()
+        self._inner = inner
+        self._cut = threading.Event()
+        self._record = record
+        self._sent_lock = threading.Lock()
+        self._sent: list[bytes] = []
+
+    def cut(self) -> None:
+        self._cut.set()
+
+    def mend(self) -> None:
+        self._cut.clear()
+
+    @property
+    def is_cut(self) -> bool:
+        return self._cut.is_set()
+
+    def sent(self) -> list[bytes]:
+        """Every write that went onto the wire, in order (only when recording)."""
+        with self._sent_lock:
+            return list(self._sent)
+
+    def read(self, max_bytes: int) -> bytes:
+        data: bytes = self._inner.read(max_bytes)
+        return b"" if self._cut.is_set() else data
+
+    def write(self, buf: bytes) -> int:
+        data = bytes(buf)
+        if self._cut.is_set():
+            return len(data)
+        if self._record:
+            with self._sent_lock:
+                self._sent.append(data)
+        written: int = self._inner.write(data)
+        return written
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def close(self) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()

@@ -51,6 +51,8 @@ class DoorMonitor:
                 kinds.append("door_forced")
         elif old[INPUT_DOOR] and not new[INPUT_DOOR]:
             self._open_since = None
+            if self._open_was_granted:
+                self._release_until = None  # one grant, one opening: opening again after closing is forcing
         if new[INPUT_PASSAGE] and not old[INPUT_PASSAGE]:
             kinds.append("passage")
             self._release_until = None  # one grant lets one person through

@@ -1,4 +1,8 @@
-"""Controller key files: one OSDP secure channel base key (16 bytes) as hex, readable by its owner only."""
+"""Controller key files: one OSDP secure channel base key (16 bytes) as hex, readable by its owner only.
+
+A site keeps one file per controller, named after its gate (`<GATE>.scbk`) in a key folder only the bridge's
+account can read.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,29 @@ import stat
 from pathlib import Path
 
 KEY_BYTES = 16
+# The OSDP install key (SCBK-D) every controller knows: published in the standard, so it protects nothing.
+SCBK_D = bytes(range(0x30, 0x40))
+KEY_SUFFIX = ".scbk"
 
 
 class KeyFileError(ValueError):
     """A key file is missing, unsafe or malformed."""
+
+
+def key_path(key_dir: str | Path, gate: str) -> Path:
+    """Where the key of the controller behind `gate` lives in a key folder."""
+    return Path(key_dir) / f"{gate}{KEY_SUFFIX}"
+
+
+def key_problem(key: bytes) -> str | None:
+    """Why `key` must never be a controller's key, or None when it may be."""
+    if len(key) != KEY_BYTES:
+        return f"expected a {KEY_BYTES}-byte key ({KEY_BYTES * 2} hex digits), got {len(key)} bytes"
+    if key == SCBK_D:
+        return "this is the OSDP default install key (SCBK-D), which every controller and attacker knows"
+    if len(set(key)) == 1:
+        return "every byte of this key is the same: it was not made by keygen"
+    return None
 
 
 def new_key_file(path: str | Path) -> Path:
@@ -49,6 +72,7 @@ def load_key_file(path: str | Path) -> bytes:
         key = bytes.fromhex(text)
     except ValueError:
         raise KeyFileError(f"{p}: expected {KEY_BYTES * 2} hex digits") from None
-    if len(key) != KEY_BYTES:
-        raise KeyFileError(f"{p}: expected a {KEY_BYTES}-byte key ({KEY_BYTES * 2} hex digits), got {len(key)} bytes")
+    problem = key_problem(key)
+    if problem is not None:
+        raise KeyFileError(f"{p}: {problem}")
     return key

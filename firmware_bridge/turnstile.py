@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -73,24 +74,35 @@ def _capabilities() -> osdp.PDCapabilities:
 
 
 class SimulatedTurnstile:
-    """One turnstile controller at `address` on `channel`, accepting only a secure channel keyed by `scbk`."""
+    """One turnstile controller at `address` on `channel`, accepting only a secure channel keyed by `scbk`.
+
+    `install_mode=True` (with `scbk=None`) is a controller fresh from the factory: it accepts the OSDP default
+    key (SCBK-D) so that a commissioning panel can give it its own key with KEYSET; once keyed it obeys only
+    commands that came over the secure channel.
+    """
 
     def __init__(
         self,
         channel: osdp.Channel,
         address: int,
-        scbk: bytes,
+        scbk: bytes | None,
         *,
+        install_mode: bool = False,
         log_level: int = osdp.LogLevel.Error,
     ) -> None:
-        if not isinstance(scbk, bytes) or len(scbk) != SCBK_BYTES:
+        if install_mode and scbk is not None:
+            raise ValueError("a turnstile in install mode has no SCBK yet")
+        if not install_mode and (not isinstance(scbk, bytes) or len(scbk) != SCBK_BYTES):
             raise ValueError(f"a turnstile needs a {SCBK_BYTES}-byte secure channel base key (SCBK)")
         self.address = address
+        self._scbk = scbk
+        self._secure_only = not install_mode
         self._cond = threading.Condition()  # RLock inside: properties may be read from wait predicates
         self._report_lock = threading.Lock()  # keeps each scripted action's reports in order
         self._state = TurnstileState.LOCKED
         self._inputs = [0] * INPUT_COUNT
         self._pulses_ms: list[int] = []
+        self._pulse_times: list[float] = []  # time.monotonic() when each pulse command arrived
         self._led_permanent = "off"
         self._led = "off"
         self._led_history: list[str] = []
@@ -104,7 +116,8 @@ class SimulatedTurnstile:
         self._pending: list[tuple[str, str]] = []  # state changes not yet given to the listeners
         self._notify_lock = threading.RLock()  # listeners see the changes in order, whichever thread drains
         self._running = False
-        info = osdp.PDInfo(address, channel, scbk=scbk, name=f"turnstile-{address}", flags=[osdp.LibFlag.EnforceSecure])
+        flags = [osdp.LibFlag.InstallMode] if install_mode else [osdp.LibFlag.EnforceSecure]
+        info = osdp.PDInfo(address, channel, scbk=scbk, name=f"turnstile-{address}", flags=flags)
         self._pd = osdp.PeripheralDevice(info, _capabilities(), log_level=log_level, command_handler=self._on_command)
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -128,6 +141,12 @@ class SimulatedTurnstile:
 
     def is_secure(self) -> bool:
         return bool(self._pd.is_sc_active())
+
+    @property
+    def scbk(self) -> bytes | None:
+        """The key the controller holds now (None while in install mode and not yet keyed)."""
+        with self._cond:
+            return self._scbk
 
     def add_listener(self, listener: StateListener) -> None:
         """Called with (old, new) on every state change, in order, from the thread that made it.
@@ -153,6 +172,12 @@ class SimulatedTurnstile:
     def pulse_durations_ms(self) -> list[int]:
         with self._cond:
             return list(self._pulses_ms)
+
+    @property
+    def pulse_times(self) -> list[float]:
+        """When each relay pulse command arrived (time.monotonic()), for latency measurements."""
+        with self._cond:
+            return list(self._pulse_times)
 
     @property
     def led(self) -> str:
@@ -264,6 +289,13 @@ class SimulatedTurnstile:
     def _on_command(self, command: dict[str, Any]) -> tuple[int, None]:
         # libosdp prints and NAKs on an exception; we log instead and NAK explicitly.
         try:
+            if command.get("command") == osdp.Command.Keyset:
+                return self._on_keyset(command), None
+            with self._cond:
+                secure_only = self._secure_only
+            if secure_only and not self._pd.is_sc_active():
+                log.warning("turnstile %d: refused a command outside the secure channel", self.address)
+                return _NAK, None
             handler = {
                 osdp.Command.Output: self._on_output,
                 osdp.Command.LED: self._on_led,
@@ -280,6 +312,19 @@ class SimulatedTurnstile:
         self._notify_listeners()
         return result, None
 
+    def _on_keyset(self, cmd: dict[str, Any]) -> int:
+        # libosdp only passes a KEYSET up that came over an active secure channel; it uses the new key from
+        # the next handshake on. A real controller writes it to its own storage here.
+        key = bytes(cmd.get("data", b""))
+        if cmd.get("type") != 1 or len(key) != SCBK_BYTES:
+            return _NAK
+        with self._cond:
+            self._scbk = key
+            self._secure_only = True
+            self._cond.notify_all()
+        log.info("turnstile %d: new secure channel key stored", self.address)
+        return _ACK
+
     def _on_output(self, cmd: dict[str, Any]) -> int:
         if cmd["output_no"] != RELAY_OUTPUT:
             return _NAK
@@ -288,6 +333,7 @@ class SimulatedTurnstile:
             if code == OUTPUT_TEMPORARY_ON and timer > 0:
                 duration_ms = timer * TIMER_UNIT_MS
                 self._pulses_ms.append(duration_ms)
+                self._pulse_times.append(time.monotonic())
                 self._lock_generation += 1
                 if self._state in (TurnstileState.LOCKED, TurnstileState.RELEASED):
                     self._set_state(TurnstileState.RELEASED)

@@ -3,6 +3,7 @@
 - the decision worker: requests in, audited and signed answers out;
 - the site publisher: retained signed keys, revocations, threat level and site file for readers;
 - the reader monitor: readers going offline and back, into the audit;
+- the gate-event worker: what turnstiles report, into the audit; passages move holders (anti-passback, occupancy);
 - the audit checkpoint writer: a signed chain head every minute, outside the database.
 """
 
@@ -19,9 +20,11 @@ from gateway.checkpoints import CheckpointWriter
 from gateway.db.engine import make_engine, session_factory
 from gateway.decision_worker import DecisionWorker
 from gateway.decisions import DecisionService
+from gateway.gate_events import GateEventService, GateEventWorker
 from gateway.instance import Instance
 from gateway.keyring_cache import ReloadingKeyring
 from gateway.mqttlink import BrokerAddress
+from gateway.positions import passage_hook
 from gateway.reader_monitor import ReaderMonitor
 from gateway.site import load_site
 from gateway.site_publisher import SitePublisher
@@ -63,9 +66,20 @@ class DecisionProcess:
             lambda: int(time.time() * 1000),
         )
         self.readers = ReaderMonitor(address, f"gateway-{worker}-readers", site, sessions, utc_now)
+        self.gate_events = GateEventWorker(
+            GateEventService(sessions=sessions, clock=utc_now, on_event=passage_hook(site)),
+            address,
+            client_id=f"gateway-{worker}-events",
+        )
         self.checkpoints = CheckpointWriter(sessions, checkpoint_file(instance), keyring, utc_now)
         # Started in this order, stopped in reverse: answers flow only once everything else is up.
-        self.components: list[Component] = [self.checkpoints, self.publisher, self.readers, self.decisions]
+        self.components: list[Component] = [
+            self.checkpoints,
+            self.publisher,
+            self.readers,
+            self.gate_events,
+            self.decisions,
+        ]
 
     def start(self) -> None:
         started: list[Component] = []

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.contract import GateEvent
 from gateway.db.models import AuditEntry, Occupancy, Position
 from gateway.site import OUTSIDE, Site
 
@@ -40,6 +42,16 @@ def move(session: Session, holder_id: str, zone: str, gate: str, at: dt.datetime
     else:
         session.add(Position(holder_id=holder_id, zone=zone, gate=gate, since=at))
     _count(session, zone, +1)
+
+
+def passage_hook(site: Site) -> Callable[[Session, GateEvent, AuditEntry], None]:
+    """The gate-event hook: a passage moves its holder, in the same transaction as the event's audit entry."""
+
+    def on_event(session: Session, event: GateEvent, entry: AuditEntry) -> None:
+        if event.kind == "passage" and event.nonce:
+            record_passage(session, site, event.nonce, entry.at)
+
+    return on_event
 
 
 def record_passage(session: Session, site: Site, nonce: str, at: dt.datetime) -> str | None:

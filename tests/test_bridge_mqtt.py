@@ -13,6 +13,7 @@ import json
 import queue
 import secrets
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, replace
 from typing import Any
@@ -21,9 +22,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from firmware_bridge.bridge import CommandOutcome, GateBridge, epoch_ms
+from firmware_bridge import display
+from firmware_bridge.bridge import Bridge, CommandOutcome, epoch_ms
 from firmware_bridge.channels import channel_pair
 from firmware_bridge.controller import ControllerLink
+from firmware_bridge.outbox import EventOutbox
 from firmware_bridge.sim import SimulatedGate, start_simulated_gate
 from gateway import contract
 from gateway.broker_setup import GATEWAY_USER, BrokerFiles, bridge_user
@@ -99,13 +102,18 @@ def reader(broker: BrokerFiles) -> Iterator[mqtt.Client]:
 
 @pytest.fixture
 def gate_events(broker: BrokerFiles) -> Iterator[queue.Queue[contract.GateEvent]]:
-    """What the gateway hears on the gate's event topic."""
+    """What the gateway hears on the gate's event topic; each event is acknowledged, as the gateway does."""
     events: queue.Queue[contract.GateEvent] = queue.Queue()
-    client = _connected(
-        _address(broker, GATEWAY_USER),
-        [(contract.gate_event_topic(GATE), 1)],
-        on_message=lambda _c, _u, m: events.put(contract.GateEvent.from_json(m.payload)),
-    )
+    seen: set[int] = set()
+
+    def on_message(c: mqtt.Client, _u: Any, m: mqtt.MQTTMessage) -> None:
+        event = contract.GateEvent.from_json(m.payload)
+        c.publish(contract.gate_ack_topic(event.gate), contract.GateEventAck(event.gate, event.seq).to_json(), qos=1)
+        if event.seq not in seen:  # a repeat (sent again before our acknowledgement arrived) is the same event
+            seen.add(event.seq)
+            events.put(event)
+
+    client = _connected(_address(broker, GATEWAY_USER), [(contract.gate_event_topic(GATE), 1)], on_message=on_message)
     yield events
     client.disconnect()
     client.loop_stop()
@@ -138,7 +146,7 @@ def _barrier(reader: mqtt.Client, key: Ed25519PrivateKey, gate: SimulatedGate, o
     reason = f"barrier_{next(_barriers)}"
     _send(reader, _answer(key, allow=False, reason=reason).to_json())
     assert outcomes.next().action == "deny"
-    assert gate.turnstile.wait_until(lambda t: t.text == f"DENIED {reason}", WAIT_S)
+    assert gate.turnstile.wait_until(lambda t: t.text == display.deny_text(reason), WAIT_S)
 
 
 def test_signed_allow_pulses_the_relay_exactly_once_and_shows_green(
@@ -162,7 +170,7 @@ def test_signed_deny_shows_red_and_never_pulses(
     _send(reader, _answer(decision_key, allow=False, reason="revoked").to_json())
 
     assert outcomes.next().action == "deny"
-    assert gate.turnstile.wait_until(lambda t: t.text == "DENIED revoked", WAIT_S)
+    assert gate.turnstile.wait_until(lambda t: t.text == "REFUSE/DENIED REVOQUE/REVOKED", WAIT_S)
     assert gate.turnstile.led_history == ["red"]
     assert gate.turnstile.relay_pulses == 0
 
@@ -277,10 +285,16 @@ def test_retained_allow_is_not_acted_on_by_a_restarted_bridge(
 
 
 def _next_event(events: queue.Queue[contract.GateEvent], kind: str) -> contract.GateEvent:
-    while True:
-        event = events.get(timeout=WAIT_S)
+    """The next event of `kind`, skipping others; fails after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            event = events.get(timeout=left)
+        except queue.Empty:
+            break
         if event.kind == kind:
             return event
+    raise AssertionError(f"no {kind} event within {WAIT_S} s")
 
 
 def test_passage_after_a_grant_is_published_with_the_grants_nonce(
@@ -330,4 +344,31 @@ def test_bridge_refuses_a_gate_whose_controller_is_not_on_its_link(
     link = ControllerLink(cp_channel, {99: secrets.token_bytes(16)})
     public = decision_key.public_key()
     with pytest.raises(ValueError, match="not on the link"):
-        GateBridge(site, GATE, link, {contract.key_id(public): public}, _address(broker, bridge_user(GATE)))
+        keys = {contract.key_id(public): public}
+        Bridge(site, [GATE], link, keys, _address(broker, bridge_user(GATE)), EventOutbox())
+
+
+def test_the_acl_confines_each_bridge_account_to_its_own_gates(site: Site, broker: BrokerFiles) -> None:
+    """A bus bridge speaks for its bus's gates only, a gate bridge for its gate only; the broker drops the rest."""
+    from gateway.broker_setup import bus_bridge_user
+    from tests.mqtt_helpers import Listener
+
+    north, south = "STA-G1", "STA-G4"  # on stadium-north and stadium-south in zones.yaml
+    topics = [contract.gate_event_topic(north), contract.gate_event_topic(south)]
+    with Listener(broker, GATEWAY_USER, topics) as gateway:
+        for count, user in enumerate((bus_bridge_user("stadium-north"), bridge_user(north)), start=1):
+            bridge = _connected(_address(broker, user))
+            try:
+                for gate in (south, north):  # the allowed one last: once it arrives, the other would have too
+                    event = contract.GateEvent(gate=gate, kind="tamper", seq=count, at_ms=epoch_ms())
+                    bridge.publish(contract.gate_event_topic(gate), event.to_json(), qos=1).wait_for_publish(WAIT_S)
+                arrived = gateway.wait_for(
+                    lambda m, n=count: m.topic == contract.gate_event_topic(north)
+                    and contract.GateEvent.from_json(m.payload).seq == n,
+                    WAIT_S,
+                )
+                assert arrived is not None, user
+            finally:
+                bridge.disconnect()
+                bridge.loop_stop()
+        assert [m.topic for m in gateway.messages] == [contract.gate_event_topic(north)] * 2

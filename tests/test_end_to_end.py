@@ -207,3 +207,30 @@ def test_the_gateway_audits_the_reader_coming_and_going(world, instance, site, b
         time.sleep(0.2)
     # The suite's broker is shared: a retained status left by an earlier test may be logged first.
     assert states[-2:] == ["reader_online", "reader_offline"]
+
+
+def test_a_passage_through_the_turnstile_moves_the_holder(world, instance, site, broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Grant, person passes, bridge reports, gateway moves the holder: the next entry meets anti-passback."""
+    import time
+
+    from gateway.db.models import Occupancy, Position
+
+    badge = issue(instance, site, ["STADIUM-PERIMETER"])
+    turnstile = world["sim"].turnstile
+    assert "ALLOW  granted" in scan(world, broker, badge, tmp_path, seed=5)
+    assert turnstile.wait_pulses(1, timeout=5)
+    assert turnstile.pass_person()
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    deadline = time.monotonic() + 10
+    position = None
+    while position is None and time.monotonic() < deadline:
+        with sessions() as s:
+            position = s.get(Position, badge.holder_id)
+        time.sleep(0.2)
+    assert position is not None and (position.zone, position.gate) == ("STADIUM-PERIMETER", GATE)
+    with sessions() as s:
+        assert s.get(Occupancy, "STADIUM-PERIMETER").count == 1  # type: ignore[union-attr]
+        passage = s.scalar(select(AuditEntry).where(AuditEntry.kind == "gate_event", AuditEntry.reason == "passage"))
+        assert passage is not None and passage.holder_id == badge.holder_id
+    # The perimeter has soft anti-passback: the same badge entering again is let through, and flagged.
+    assert "ALLOW  anti_passback_soft" in scan(world, broker, badge, tmp_path, seed=6)
