@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Protocol
@@ -82,6 +83,9 @@ class DecisionProcess:
         ]
 
     def start(self) -> None:
+        # Each request crosses from paho's network thread to the decision thread and back; with Python's
+        # default 5 ms GIL switch interval those hand-offs alone added ~15 ms to the median answer.
+        sys.setswitchinterval(0.0005)
         started: list[Component] = []
         try:
             for component in self.components:
