@@ -8,9 +8,6 @@ Requests are handled on one worker thread, off paho's network thread, so the lin
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -18,55 +15,27 @@ from paho.mqtt.properties import Properties
 
 from gateway import contract
 from gateway.decisions import DecisionService
-from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
+from gateway.mqtt_inbox import InboxWorker
+from gateway.mqttlink import BrokerAddress
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # requests decided in one transaction at most
 
 
-class DecisionWorker:
+class DecisionWorker(InboxWorker):
     def __init__(self, service: DecisionService, address: BrokerAddress, client_id: str = "gateway-1") -> None:
+        # Whatever queued up while the last batch was being committed is decided in one transaction.
+        super().__init__(
+            address,
+            client_id,
+            contract.REQUEST_SUBSCRIPTION,
+            name="decisions",
+            max_batch=MAX_BATCH,
+            if_full="the reader will time out",
+        )
         self.service = service
-        self.address = address
-        self.client = make_client(address, client_id, [(contract.REQUEST_SUBSCRIPTION, 1)], on_message=self._on_message)
-        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=10_000)
-        self._thread = threading.Thread(target=self._run, name="decisions", daemon=True)
         self.handled = 0
-
-    def start(self) -> None:
-        self._thread.start()
-        connect_and_wait(self.client, self.address)
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._inbox.put(None)
-        self._thread.join(5)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self._inbox.put_nowait(msg)
-        except queue.Full:
-            log.error("decision inbox full; request on %s dropped (the reader will time out)", msg.topic)
-
-    def _run(self) -> None:
-        while (first := self._inbox.get()) is not None:
-            batch = [first]
-            # Whatever queued up while the last batch was being committed is decided in one transaction.
-            while len(batch) < MAX_BATCH:
-                try:
-                    msg = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if msg is None:
-                    self._inbox.put(None)
-                    break
-                batch.append(msg)
-            try:
-                self._handle(batch)
-            except Exception:  # a fault in one batch must not stop the gates' service
-                log.exception("a batch of %d requests failed", len(batch))
 
     def _accept(self, msg: mqtt.MQTTMessage) -> tuple[contract.DecisionRequest, bytes | None] | None:
         try:
@@ -87,7 +56,7 @@ class DecisionWorker:
         correlation = getattr(props, "CorrelationData", None) if props else None
         return request, correlation
 
-    def _handle(self, batch: list[mqtt.MQTTMessage]) -> None:
+    def handle(self, batch: list[mqtt.MQTTMessage]) -> None:
         accepted = [a for a in map(self._accept, batch) if a is not None]
         if not accepted:
             return

@@ -15,8 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +26,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract
 from gateway.db.models import AuditEntry
-from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
+from gateway.mqtt_inbox import InboxWorker
+from gateway.mqttlink import BrokerAddress
 
 log = logging.getLogger(__name__)
 
@@ -123,39 +122,24 @@ class GateEventService:
         )
 
 
-class GateEventWorker:
+class GateEventWorker(InboxWorker):
     """Gate events in on the gateway's shared subscription; acknowledgements out after they are committed."""
 
     def __init__(self, service: GateEventService, address: BrokerAddress, client_id: str = "gateway-events-1") -> None:
+        super().__init__(
+            address,
+            client_id,
+            contract.EVENT_SUBSCRIPTION,
+            name="gate-events",
+            max_batch=1,
+            if_full="the bridge will send it again",
+        )
         self.service = service
-        self.address = address
-        self.client = make_client(address, client_id, [(contract.EVENT_SUBSCRIPTION, 1)], on_message=self._on_message)
-        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=10_000)
-        self._thread = threading.Thread(target=self._run, name="gate-events", daemon=True)
         self.recorded = 0
 
-    def start(self) -> None:
-        self._thread.start()
-        connect_and_wait(self.client, self.address)
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-        self._inbox.put(None)
-        self._thread.join(5)
-
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self._inbox.put_nowait(msg)
-        except queue.Full:
-            log.error("gate event inbox full; event on %s dropped (the bridge will send it again)", msg.topic)
-
-    def _run(self) -> None:
-        while (msg := self._inbox.get()) is not None:
-            try:
-                self._handle(msg)
-            except Exception:  # one bad event must not stop the others
-                log.exception("gate event on %s failed", msg.topic)
+    def handle(self, batch: list[mqtt.MQTTMessage]) -> None:
+        for msg in batch:
+            self._handle(msg)
 
     def _handle(self, msg: mqtt.MQTTMessage) -> None:
         try:
