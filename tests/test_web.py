@@ -141,3 +141,37 @@ def test_browser_login_and_decisions_page(live_server: str, instance, tmp_path: 
             page.wait_for_selector("#username")
         finally:
             browser.close()
+
+
+def test_alarms_from_gates_and_readers_are_shown_to_leads(client: FlaskClient, instance, site) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from gateway import contract
+    from gateway.db.engine import make_engine, session_factory
+    from gateway.gate_events import GateEventService
+    from gateway.mqttlink import BrokerAddress
+    from gateway.reader_monitor import ReaderMonitor
+
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    now = dt.datetime(2026, 7, 24, 21, 5, tzinfo=dt.UTC)
+    events = GateEventService(sessions=sessions, clock=lambda: now)
+    events.record(contract.GateEvent(gate="STA-G6", kind="door_forced", seq=1, at_ms=1_785_000_000_000))
+    events.record(contract.GateEvent(gate="STA-G6", kind="controller_online", seq=2, at_ms=1_785_000_001_000))
+    ReaderMonitor(BrokerAddress("127.0.0.1", 1, "gateway", "-"), "m", site, sessions, lambda: now).record(
+        contract.ReaderStatus(
+            reader="CDG-G2-IN",
+            state="offline",
+            at_ms=1_785_000_002_000,
+            frames=0,
+            decodes=0,
+            decisions=0,
+            offline_queue=0,
+        )
+    )
+    add_operator(instance, "lead5", "lead", "pw-lead5")
+    client.post("/login", data={"username": "lead5", "password": "pw-lead5", "csrf_token": _csrf(client)})
+    page = client.get("/").get_data(as_text=True)
+    alarms = page.split('id="alarms"')[1].split("</table>")[0]
+    assert "door forced" in alarms and "STA-G6" in alarms
+    assert "reader offline" in alarms and "CDG-G2-IN" in alarms
+    assert "controller online" not in alarms  # not an alarm

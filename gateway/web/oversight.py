@@ -1,4 +1,4 @@
-"""What security leads look at: the decisions as they were logged."""
+"""What security leads look at: alarms from the gates and readers, and the decisions as they were logged."""
 
 from __future__ import annotations
 
@@ -23,6 +23,21 @@ def _recent(limit: int) -> list[AuditEntry]:
         )
 
 
+# What the turnstiles and readers report that a lead must look at (gate events use the event kind as reason).
+ALARM_REASONS = ("door_forced", "door_held_open", "tamper", "controller_offline", "reader_offline")
+
+
+def recent_alarms(limit: int) -> list[AuditEntry]:
+    with services().sessions() as s:
+        query = (
+            select(AuditEntry)
+            .where(AuditEntry.kind.in_(("gate_event", "reader_status")), AuditEntry.reason.in_(ALARM_REASONS))
+            .order_by(AuditEntry.seq.desc())
+            .limit(limit)
+        )
+        return list(s.scalars(query))
+
+
 @bp.get("/")
 @login_required("lead", "desk")
 def index() -> Any:
@@ -36,7 +51,14 @@ def index() -> Any:
             )
             or 0
         )
-    return render_template("decisions.html", rows=_recent(100), total=total, denied=denied, site=services().site)
+    return render_template(
+        "decisions.html",
+        rows=_recent(100),
+        total=total,
+        denied=denied,
+        site=services().site,
+        alarms=recent_alarms(20),
+    )
 
 
 @bp.get("/api/v1/decisions")
