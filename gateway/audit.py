@@ -120,15 +120,3 @@ def append_many(session: Session, entries: list[Entry]) -> None:
 
 def as_entry(row: AuditEntry) -> Entry:
     return Entry(**{name: getattr(row, name) for name in _FIELDS})
-
-
-def first_broken(session: Session) -> int | None:
-    """The seq of the first entry whose link or hash does not hold, or None when the chain is whole."""
-    prev, expected_seq = GENESIS, 1
-    for row in session.scalars(select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=1000)):
-        if row.seq != expected_seq or row.prev_hash != prev:
-            return row.seq
-        if entry_hash(prev, row.seq, as_entry(row)) != row.entry_hash:
-            return row.seq
-        prev, expected_seq = row.entry_hash, row.seq + 1
-    return None

@@ -40,16 +40,17 @@ def keys_body(keyring: Keyring, issuer: str) -> dict[str, Any]:
 REVOCATION_KINDS = ("badge_revoked", "holder_suspended", "holder_reinstated")
 
 
-def revocations(session: Session) -> tuple[int, dict[str, list[str]]]:
-    """What no gate may open for: revoked badges and suspended holders, versioned by the last change to either.
+def revocation_version(session: Session) -> int:
+    """The audit sequence number of the latest revocation, suspension or reinstatement: it only grows, and every
+    gateway process computes the same one."""
+    return session.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.kind.in_(REVOCATION_KINDS))) or 0
 
-    The version is the audit sequence number of the latest revocation, suspension or reinstatement, so it only
-    grows, and every gateway process computes the same one.
-    """
-    version = session.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.kind.in_(REVOCATION_KINDS))) or 0
+
+def revocations(session: Session) -> dict[str, list[str]]:
+    """What no gate may open for: revoked badges and suspended holders."""
     badge_ids = sorted(session.scalars(select(Revocation.badge_id)))
     suspended = sorted(session.scalars(select(Holder.id).where(Holder.status != "active")))
-    return version, {"badges": badge_ids, "holders": suspended}
+    return {"badges": badge_ids, "holders": suspended}
 
 
 def threat_state(session: Session, site: Site) -> tuple[int, str]:
@@ -110,17 +111,20 @@ class SitePublisher:
     def publish_changes(self) -> None:
         """Publish every kind whose content differs from what was last sent."""
         keyring = self.keyring()
-        with self.sessions() as session:
-            revocation_version, revoked = revocations(session)
-            threat_version, level = threat_state(session, self.site)
         now = self.clock_ms()
         digest = hashlib.sha256(self.site_text.encode()).hexdigest()
         bodies: dict[str, tuple[int, dict[str, Any]]] = {
             "config": (now, {"zones_yaml": self.site_text, "sha256": digest}),
             "keys": (now, keys_body(keyring, self.issuer)),
-            "revocations": (revocation_version, revoked),
-            "threat_level": (threat_version, {"level": level}),
         }
+        with self.sessions() as session:
+            version = revocation_version(session)
+            with self._lock:
+                sent = self.published.get("revocations", (None, None))[0]
+            if version != sent:  # the whole list is read only when it changed
+                bodies["revocations"] = (version, revocations(session))
+            threat_version, level = threat_state(session, self.site)
+            bodies["threat_level"] = (threat_version, {"level": level})
         for kind, (version, body) in bodies.items():
             content = hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()
             with self._lock:

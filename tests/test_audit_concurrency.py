@@ -8,7 +8,8 @@ import threading
 
 from sqlalchemy import func, select
 
-from gateway import audit, badges, contract
+from gateway import badges, contract
+from gateway.audit_verify import verify_database
 from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import AuditEntry
 from gateway.decisions import DecisionService
@@ -66,7 +67,7 @@ def test_two_workers_write_one_chain(instance, site) -> None:  # type: ignore[no
         t.join(120)
     assert errors == []
     with setup() as s:
-        assert audit.first_broken(s) is None
+        assert verify_database(s, [], {}).ok
         decisions = s.scalar(select(func.count()).where(AuditEntry.kind == "decision")) or 0
         distinct = s.scalar(select(func.count(func.distinct(AuditEntry.ref))).where(AuditEntry.kind == "decision"))
         seqs = list(s.scalars(select(AuditEntry.seq).order_by(AuditEntry.seq)))

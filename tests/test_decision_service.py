@@ -8,7 +8,8 @@ import secrets
 import pytest
 from sqlalchemy import func, select
 
-from gateway import audit, badges, contract
+from gateway import badges, contract
+from gateway.audit_verify import verify_database
 from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import AuditEntry
 from gateway.decisions import DecisionService
@@ -65,10 +66,7 @@ def test_allow_is_logged_and_signed(world) -> None:  # type: ignore[no-untyped-d
     answer = service.answer(req)
     assert (answer.allow, answer.reason, answer.gate, answer.badge) == (True, "granted", "STA-G1", badge.id)
     now_ms = int(NOW.timestamp() * 1000)
-    assert (
-        contract.answer_problem(answer, keys(instance), reader="STA-G1-IN", nonce=req.nonce, now_ms=now_ms)
-        is None
-    )
+    assert contract.answer_problem(answer, keys(instance), reader="STA-G1-IN", nonce=req.nonce, now_ms=now_ms) is None
     [row] = rows(sessions)
     assert (row.allow, row.reason, row.gate, row.badge_id, row.ref) == (
         True,
@@ -125,13 +123,13 @@ def test_audit_chain_links_every_row_and_detects_an_edit(world) -> None:  # type
     for reader in ("STA-G1-IN", "STA-G2-IN", "STA-G3-IN"):
         service.answer(request(badge.token, reader))
     with sessions() as s:
-        assert audit.first_broken(s) is None
+        assert verify_database(s, [], {}).ok
     with sessions() as s, s.begin():
         row = s.scalar(select(AuditEntry).where(AuditEntry.seq == 2))
         assert row is not None
         row.reason = "granted" if row.reason != "granted" else "revoked"
     with sessions() as s:
-        assert audit.first_broken(s) == 2
+        assert verify_database(s, [], {}).bad_seq == 2
 
 
 def test_unloggable_decision_is_a_denial(world) -> None:  # type: ignore[no-untyped-def]
