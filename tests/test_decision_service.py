@@ -12,36 +12,26 @@ from gateway import badges, contract
 from gateway.audit_verify import verify_database
 from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import AuditEntry
-from gateway.decisions import DecisionService
+from tests.factories import badged_holder, decision_service
 
 NOW = dt.datetime(2026, 7, 26, 19, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture
 def world(instance, site):  # type: ignore[no-untyped-def]
-    sessions = session_factory(make_engine(instance.settings.database_url))
     clock = [NOW]
-    service = DecisionService(
-        site=site,
-        keyring=lambda: instance.keyring,
-        issuer=instance.settings.issuer,
-        sessions=sessions,
-        clock=lambda: clock[0],
+    service = decision_service(instance, site, lambda: clock[0])
+    badge = badged_holder(
+        instance,
+        site,
+        ["STADIUM-PERIMETER", "STADIUM-CONCOURSE"],
+        NOW,
+        role="gendarme",
+        organisation=("GN-75", "Gendarmerie Paris", "gendarmerie", "FR"),
+        name=("Martin", "Lea"),
+        valid=(dt.timedelta(days=-1), dt.timedelta(days=3)),
     )
-    with sessions() as s, s.begin():
-        org = badges.get_or_create_organisation(s, "GN-75", "Gendarmerie Paris", "gendarmerie", "FR")
-        holder = badges.register_holder(s, site, org, "Martin", "Lea", "gendarme", "FR", NOW)
-        badge = badges.issue_badge(
-            s,
-            site,
-            instance.keyring,
-            instance.settings.issuer,
-            holder,
-            ["STADIUM-PERIMETER", "STADIUM-CONCOURSE"],
-            NOW - dt.timedelta(hours=1),
-            NOW + dt.timedelta(days=3),
-            NOW,
-        )
+    sessions = service.sessions
     return service, sessions, badge, instance
 
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gateway import badges, contract
+from gateway import contract
 from gateway.cli import add_operator
-from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import AuditEntry, Occupancy, Position, Qualification
 from gateway.decisions import DecisionService
 from gateway.positions import record_passage
 from gateway.threat import ThreatLevelError, set_threat_level
+from tests.factories import badged_holder, decision_service
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = dt.datetime(2026, 7, 24, 18, 0, tzinfo=dt.UTC)  # a Friday, 20:00 in Paris
@@ -26,29 +26,19 @@ NOW = dt.datetime(2026, 7, 24, 18, 0, tzinfo=dt.UTC)  # a Friday, 20:00 in Paris
 
 @pytest.fixture
 def world(instance, site):  # type: ignore[no-untyped-def]
-    sessions = session_factory(make_engine(instance.settings.database_url))
     clock = [NOW]
-    service = DecisionService(
-        site=site,
-        keyring=lambda: instance.keyring,
-        issuer=instance.settings.issuer,
-        sessions=sessions,
-        clock=lambda: clock[0],
+    service = decision_service(instance, site, lambda: clock[0])
+    badge = badged_holder(
+        instance,
+        site,
+        ["STADIUM-PERIMETER", "STADIUM-CONCOURSE", "STADIUM-BOWL", "STADIUM-OPS"],
+        NOW,
+        role="private_guard",
+        organisation=("PN-75", "Police nationale", "police", "FR"),
+        name=("Bernard", "Ines"),
+        valid=(dt.timedelta(days=-1), dt.timedelta(days=3)),
     )
-    with sessions() as s, s.begin():
-        org = badges.get_or_create_organisation(s, "PN-75", "Police nationale", "police", "FR")
-        holder = badges.register_holder(s, site, org, "Bernard", "Ines", "private_guard", "FR", NOW)
-        badge = badges.issue_badge(
-            s,
-            site,
-            instance.keyring,
-            instance.settings.issuer,
-            holder,
-            ["STADIUM-PERIMETER", "STADIUM-CONCOURSE", "STADIUM-BOWL", "STADIUM-OPS"],
-            NOW - dt.timedelta(days=1),
-            NOW + dt.timedelta(days=5),
-            NOW,
-        )
+    sessions = service.sessions
     return service, sessions, badge, clock
 
 
