@@ -175,3 +175,30 @@ def test_alarms_from_gates_and_readers_are_shown_to_leads(client: FlaskClient, i
     assert "door forced" in alarms and "STA-G6" in alarms
     assert "reader offline" in alarms and "CDG-G2-IN" in alarms
     assert "controller online" not in alarms  # not an alarm
+
+
+def test_muster_lists_who_is_inside_each_zone_for_leads_only(client: FlaskClient, instance, site) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from gateway import badges, positions
+    from gateway.db.engine import make_engine, session_factory
+
+    sessions = session_factory(make_engine(instance.settings.database_url))
+    now = dt.datetime(2026, 7, 24, 21, 5, tzinfo=dt.UTC)
+    with sessions() as s, s.begin():
+        org = badges.get_or_create_organisation(s, "GN-75", "Gendarmerie Paris", "gendarmerie", "FR")
+        inside = badges.register_holder(s, site, org, "Lefevre", "Chloe", "gendarme", "FR", now)
+        left = badges.register_holder(s, site, org, "Garnier", "Hugo", "gendarme", "FR", now)
+        positions.move(s, inside.id, "STADIUM-OPS", "STA-G6", now)
+        positions.move(s, left.id, "STADIUM-OPS", "STA-G6", now)
+        positions.move(s, left.id, "outside", "STA-G1", now)
+    add_operator(instance, "desk6", "desk", "pw-desk6")
+    client.post("/login", data={"username": "desk6", "password": "pw-desk6", "csrf_token": _csrf(client)})
+    assert client.get("/muster").status_code == 403
+    client.post("/logout", data={"csrf_token": _csrf(client, "/")})
+    add_operator(instance, "lead6", "lead", "pw-lead6")
+    client.post("/login", data={"username": "lead6", "password": "pw-lead6", "csrf_token": _csrf(client)})
+    page = client.get("/muster").get_data(as_text=True)
+    ops = page.split('id="zone-STADIUM-OPS"')[1].split("</section>")[0]
+    assert "LEFEVRE Chloe" in ops and "Garnier" not in page
+    assert 'id="total">1<' in page

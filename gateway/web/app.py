@@ -67,13 +67,14 @@ def create_app(instance_folder: Path, overrides: dict[str, Any] | None = None) -
         instance_folder, site, engine, session_factory(engine), instance, instance_stamp(instance_folder)
     )
 
-    from gateway.web import admin, api, auth, desk, desk_import, keys, oversight, threat
+    from gateway.web import admin, api, auth, desk, desk_import, keys, muster, oversight, threat
 
     auth.init_app(app)
     app.register_blueprint(keys.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(oversight.bp)
     app.register_blueprint(threat.bp)
+    app.register_blueprint(muster.bp)
     app.register_blueprint(desk.bp)
     app.register_blueprint(desk_import.bp)
     app.register_blueprint(admin.bp)
