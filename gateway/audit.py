@@ -102,6 +102,11 @@ def append(session: Session, entry: Entry) -> AuditEntry:
     return row
 
 
+def record_action(session: Session, kind: str, now: dt.datetime, **fields: object) -> AuditEntry:
+    """An action by an operator or by the gateway itself, logged as it happens (it occurred when it was recorded)."""
+    return append(session, Entry(kind=kind, at=now, recorded_at=now, **fields))  # type: ignore[arg-type]
+
+
 def append_many(session: Session, entries: list[Entry]) -> None:
     """Add entries in order with one bulk insert: the decision hot path (the caller commits)."""
     if not entries:

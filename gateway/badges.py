@@ -122,18 +122,15 @@ def issue_badge(
     for other in _unrevoked(session, holder.id):
         if other.id != badge.id:
             _revoke(session, other, f"superseded by badge {badge.id}", now, by)
-    audit.append(
+    audit.record_action(
         session,
-        audit.Entry(
-            kind="badge_issued",
-            at=now,
-            recorded_at=now,
-            badge_id=badge.id,
-            holder_id=holder.id,
-            operator=by.name,
-            detail=f"zones {' '.join(zones)}; valid {valid_from:%Y-%m-%d %H:%M}Z to {valid_until:%Y-%m-%d %H:%M}Z; "
-            f"key {keyring.badge_kid}",
-        ),
+        "badge_issued",
+        now,
+        badge_id=badge.id,
+        holder_id=holder.id,
+        operator=by.name,
+        detail=f"zones {' '.join(zones)}; valid {valid_from:%Y-%m-%d %H:%M}Z to {valid_until:%Y-%m-%d %H:%M}Z; "
+        f"key {keyring.badge_kid}",
     )
     return badge
 
@@ -182,17 +179,14 @@ def _revoke(session: Session, badge: Badge, reason: str, now: dt.datetime, by: A
     revocation = Revocation(badge=badge, reason=reason[:200], revoked_at=now, revoked_by=by.operator_id)
     session.add(revocation)
     session.flush()
-    audit.append(
+    audit.record_action(
         session,
-        audit.Entry(
-            kind="badge_revoked",
-            at=now,
-            recorded_at=now,
-            badge_id=badge.id,
-            holder_id=badge.holder_id,
-            operator=by.name,
-            detail=reason[:500],
-        ),
+        "badge_revoked",
+        now,
+        badge_id=badge.id,
+        holder_id=badge.holder_id,
+        operator=by.name,
+        detail=reason[:500],
     )
     return revocation
 

@@ -574,15 +574,12 @@ def rotate_keys(instance_path: str) -> None:
     old, new = rotate_badge_key(instance.folder)
     now = _now()
     with _desk_sessions(instance)() as s, s.begin():
-        audit.append(
+        audit.record_action(
             s,
-            audit.Entry(
-                kind="key_rotated",
-                at=now,
-                recorded_at=now,
-                operator=badges.command_line_actor().name,
-                detail=f"new badges are signed with key {new}; key {old} stays accepted until retired",
-            ),
+            "key_rotated",
+            now,
+            operator=badges.command_line_actor().name,
+            detail=f"new badges are signed with key {new}; key {old} stays accepted until retired",
         )
     click.echo(f"new badge key {new}; {old} stays accepted until `retire-key {old}`")
 
@@ -602,15 +599,12 @@ def retire_key(instance_path: str, kid: str) -> None:
         raise click.ClickException(str(exc)) from None
     now = _now()
     with _desk_sessions(instance)() as s, s.begin():
-        audit.append(
+        audit.record_action(
             s,
-            audit.Entry(
-                kind="key_retired",
-                at=now,
-                recorded_at=now,
-                operator=badges.command_line_actor().name,
-                detail=f"key {kid} retired: badges it signed are refused from now on",
-            ),
+            "key_retired",
+            now,
+            operator=badges.command_line_actor().name,
+            detail=f"key {kid} retired: badges it signed are refused from now on",
         )
     click.echo(f"key {kid} retired")
 
@@ -693,15 +687,12 @@ def audit_export(instance_path: str, first: int, last: int | None, out: Path, op
             s, first, last, read_checkpoints(_checkpoint_file(instance)), f, instance.keyring.decision_signing, _now()
         )
     with sessions() as s, s.begin():  # an export is itself audited
-        audit_log.append(
+        audit_log.record_action(
             s,
-            audit_log.Entry(
-                kind="audit_export",
-                at=_now(),
-                recorded_at=_now(),
-                operator=operator,
-                detail=f"entries {first}..{last or 'head'} ({count}) to {out.name}",
-            ),
+            "audit_export",
+            _now(),
+            operator=operator,
+            detail=f"entries {first}..{last or 'head'} ({count}) to {out.name}",
         )
     click.echo(f"exported {count} entries to {out}")
 

@@ -407,16 +407,13 @@ def suspend(session: Session, holder: Holder, reason: str, now: dt.datetime, by:
     if holder.status == "suspended":
         raise DeskError(f"{holder.given_name} {holder.family_name} is already suspended")
     holder.status = "suspended"
-    audit.append(
+    audit.record_action(
         session,
-        audit.Entry(
-            kind="holder_suspended",
-            at=now,
-            recorded_at=now,
-            holder_id=holder.id,
-            operator=by.name,
-            detail=(reason or "suspended at the desk")[:500],
-        ),
+        "holder_suspended",
+        now,
+        holder_id=holder.id,
+        operator=by.name,
+        detail=(reason or "suspended at the desk")[:500],
     )
 
 
@@ -424,16 +421,13 @@ def reinstate(session: Session, holder: Holder, reason: str, now: dt.datetime, b
     if holder.status != "suspended":
         raise DeskError(f"{holder.given_name} {holder.family_name} is not suspended")
     holder.status = "active"
-    audit.append(
+    audit.record_action(
         session,
-        audit.Entry(
-            kind="holder_reinstated",
-            at=now,
-            recorded_at=now,
-            holder_id=holder.id,
-            operator=by.name,
-            detail=(reason or "reinstated at the desk")[:500],
-        ),
+        "holder_reinstated",
+        now,
+        holder_id=holder.id,
+        operator=by.name,
+        detail=(reason or "reinstated at the desk")[:500],
     )
 
 

@@ -299,16 +299,13 @@ def import_checked(
     progress("importing", total, total)
     skipped = checked.bad_lines
     left_out = f"; {len(skipped)} bad row(s) left out (lines {', '.join(map(str, skipped[:50]))})" if skipped else ""
-    audit.append(
+    audit.record_action(
         session,
-        audit.Entry(
-            kind="holders_imported",
-            at=now,
-            recorded_at=now,
-            operator=by.name,
-            detail=(
-                f"{total} holder(s) into {organisation.code}" + (f" from {filename}" if filename else "") + left_out
-            )[:2000],
-        ),
+        "holders_imported",
+        now,
+        operator=by.name,
+        detail=(f"{total} holder(s) into {organisation.code}" + (f" from {filename}" if filename else "") + left_out)[
+            :2000
+        ],
     )
     return ImportResult(total, skipped, ids)

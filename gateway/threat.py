@@ -27,16 +27,13 @@ def set_threat_level(session: Session, site: Site, level: str, operator: str, no
         session.add(SiteState(key=THREAT_LEVEL_KEY, value=level, changed_at=now, changed_by=operator))
     else:
         row.value, row.changed_at, row.changed_by = level, now, operator
-    audit.append(
+    audit.record_action(
         session,
-        audit.Entry(
-            kind="threat_level",
-            at=now,
-            recorded_at=now,
-            operator=operator,
-            reason=level,
-            detail=f"{previous} -> {level}" + (f": {why}" if why else ""),
-        ),
+        "threat_level",
+        now,
+        operator=operator,
+        reason=level,
+        detail=f"{previous} -> {level}" + (f": {why}" if why else ""),
     )
     return previous
 

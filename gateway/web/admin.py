@@ -71,7 +71,7 @@ def _audit_key(kind: str, detail: str) -> None:
     svc = services()
     now = svc.now()
     with svc.sessions() as s, s.begin():
-        audit.append(s, audit.Entry(kind=kind, at=now, recorded_at=now, operator=g.operator.username, detail=detail))
+        audit.record_action(s, kind, now, operator=g.operator.username, detail=detail)
 
 
 @bp.post("/keys/rotate")

@@ -157,17 +157,14 @@ def _audit_login(username: str, allowed: bool, detail: str) -> None:
     svc = services()
     now = svc.now()
     with svc.sessions() as s, s.begin():
-        audit.append(
+        audit.record_action(
             s,
-            audit.Entry(
-                kind="operator_login",
-                at=now,
-                recorded_at=now,
-                operator=username[:64],
-                allow=allowed,
-                reason="" if allowed else "refused",
-                detail=f"{detail}; from {request.remote_addr or '?'}"[:500],
-            ),
+            "operator_login",
+            now,
+            operator=username[:64],
+            allow=allowed,
+            reason="" if allowed else "refused",
+            detail=f"{detail}; from {request.remote_addr or '?'}"[:500],
         )
 
 
