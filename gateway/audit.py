@@ -15,10 +15,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from gateway.db.models import AuditEntry
+from gateway.db.rawsql import Raw, placeholders
 
 GENESIS = "0" * 64
 _CHAIN_LOCK = 0x41435321  # PostgreSQL advisory lock key of the audit chain ("ACS!")
@@ -80,19 +80,18 @@ def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
     return chain_hash(prev_hash, seq, [getattr(entry, name) for name in _FIELDS])
 
 
-def _head(session: Session) -> tuple[int, str]:
+def _head(raw: Raw) -> tuple[int, str]:
     """Lock the chain for this transaction and return its last (seq, hash)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _CHAIN_LOCK})
-    head = session.execute(
-        select(AuditEntry.seq, AuditEntry.entry_hash).order_by(AuditEntry.seq.desc()).limit(1)
-    ).first()
-    return (head[0], head[1]) if head else (0, GENESIS)
+    if not raw.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
+        raw.rows("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,))
+    head = raw.rows("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
+    return (head[0][0], head[0][1]) if head else (0, GENESIS)
 
 
 def append(session: Session, entry: Entry) -> AuditEntry:
     """Add one entry at the head of the chain, inside the caller's transaction (the caller commits)."""
-    seq, prev = _head(session)
+    session.flush()  # entries added earlier in this transaction come first (a raw read does not autoflush)
+    seq, prev = _head(Raw.of(session))
     entry = dataclasses.replace(entry, at=to_ms(entry.at), recorded_at=to_ms(entry.recorded_at))
     row = AuditEntry(
         seq=seq + 1, prev_hash=prev, entry_hash=entry_hash(prev, seq + 1, entry), **dataclasses.asdict(entry)
@@ -107,20 +106,33 @@ def record_action(session: Session, kind: str, now: dt.datetime, **fields: objec
     return append(session, Entry(kind=kind, at=now, recorded_at=now, **fields))  # type: ignore[arg-type]
 
 
-def append_many(session: Session, entries: list[Entry]) -> None:
+_INSERT = (
+    f"INSERT INTO audit_entries (seq, prev_hash, entry_hash, {', '.join(_FIELDS)}) "
+    f"VALUES ({placeholders(3 + len(_FIELDS))})"
+)
+_AT, _RECORDED_AT = _FIELDS.index("at"), _FIELDS.index("recorded_at")
+
+
+def append_many(db: Session | Raw, entries: list[Entry]) -> None:
     """Add entries in order with one bulk insert: the decision hot path (the caller commits)."""
     if not entries:
         return
-    session.flush()  # entries added through the ORM in this transaction come first
-    seq, prev = _head(session)
+    if isinstance(db, Session):
+        db.flush()  # entries added through the ORM in this transaction come first
+    raw = Raw.of(db)
+    seq, prev = _head(raw)
     rows = []
     for entry in entries:
         seq += 1
-        entry = dataclasses.replace(entry, at=to_ms(entry.at), recorded_at=to_ms(entry.recorded_at))
-        digest = entry_hash(prev, seq, entry)
-        rows.append({"seq": seq, "prev_hash": prev, "entry_hash": digest, **dataclasses.asdict(entry)})
+        values = [getattr(entry, name) for name in _FIELDS]
+        values[_AT] = to_ms(values[_AT])
+        values[_RECORDED_AT] = to_ms(values[_RECORDED_AT])
+        digest = chain_hash(prev, seq, values)
+        values[_AT] = raw.time_in(values[_AT])
+        values[_RECORDED_AT] = raw.time_in(values[_RECORDED_AT])
+        rows.append((seq, prev, digest, *values))
         prev = digest
-    session.execute(insert(AuditEntry), rows)
+    raw.execute_many(_INSERT, rows)
 
 
 def as_entry(row: AuditEntry) -> Entry:

