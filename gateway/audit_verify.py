@@ -20,10 +20,11 @@ from typing import IO, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.audit import FIELDS, GENESIS, chain_hash
+from gateway.audit import FIELDS, GENESIS
+from gateway.audit_ranges import verify_ranges, walk
 from gateway.contract import b64url, b64url_decode, key_id
 from gateway.db.models import AuditEntry
 
@@ -123,36 +124,14 @@ def _rows(session: Session, first: int = 1, last: int | None = None) -> Iterator
     yield from result
 
 
-def _walk(
-    rows: Iterable[Any], prev: str, expected_seq: int, marks: dict[int, str]
-) -> tuple[int, str | None, int | None]:
-    """Check links and hashes; returns (entries checked, problem, bad seq)."""
-    count = 0
-    width = len(FIELDS)
-    for row in rows:
-        seq = row[0]
-        if seq != expected_seq:
-            what = "missing" if seq > expected_seq else "out of order"
-            return count, f"entry {expected_seq} is {what} (next entry found is {seq})", expected_seq
-        values = row[1 : 1 + width]
-        if row[1 + width] != prev:
-            return count, f"entry {seq} does not link to entry {seq - 1}", seq
-        digest = chain_hash(prev, seq, values)
-        if digest != row[2 + width]:
-            return count, f"entry {seq} was altered (its hash does not match its content)", seq
-        if seq in marks and marks[seq] != digest:
-            return count, f"entry {seq} differs from the signed checkpoint", seq
-        prev, expected_seq, count = digest, seq + 1, count + 1
-    return count, None, None
-
-
 def verify_database(session: Session, checkpoints: list[Checkpoint], keys: Mapping[str, Ed25519PublicKey]) -> Report:
     for cp in checkpoints:
         problem = cp.problem(keys)
         if problem:
             return Report(0, len(checkpoints), problem, cp.seq)
     marks = {cp.seq: cp.entry_hash for cp in checkpoints}
-    count, problem, bad = _walk(_rows(session), GENESIS, 1, marks)
+    top = session.scalar(select(func.max(AuditEntry.seq))) or 0
+    count, problem, bad = verify_ranges(session, top, marks)
     if problem:
         return Report(count, len(checkpoints), problem, bad)
     last = max((cp.seq for cp in checkpoints), default=0)
@@ -230,7 +209,7 @@ def verify_export(lines: Iterable[str], keys: Mapping[str, Ed25519PublicKey]) ->
         if problem:
             return Report(0, len(checkpoints), problem, cp.seq)
     rows = ([e["seq"], *(e[f] for f in FIELDS), e["prev_hash"], e["entry_hash"]] for e in entries)
-    count, problem, bad = _walk(
+    count, problem, bad = walk(
         rows, header["prev_hash"], header["first"], {cp.seq: cp.entry_hash for cp in checkpoints}
     )
     if problem:

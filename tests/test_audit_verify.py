@@ -196,3 +196,56 @@ def test_the_cli_exits_non_zero_and_names_the_entry(chain, instance, tmp_path: P
         [*base, "verify", "--instance", str(instance.folder)], cwd=ROOT, capture_output=True, text=True
     )
     assert broken.returncode == 1 and "entry 11" in broken.stderr
+
+
+# --- long chains are verified in parallel ranges (here forced on 20 entries: two ranges, 1..10 and 11..20) ---
+
+
+@pytest.fixture
+def in_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway import audit_ranges
+
+    monkeypatch.setattr(audit_ranges, "PARALLEL_FROM", 5)
+    monkeypatch.setattr(audit_ranges.os, "cpu_count", lambda: 2)
+
+
+def test_ranges_verify_an_untouched_chain(chain, in_ranges) -> None:  # type: ignore[no-untyped-def]
+    report = verify(chain)
+    assert (report.ok, report.entries, report.checkpoints) == (True, 20, 2)
+
+
+@pytest.mark.parametrize("seq", [3, 11, 20])
+def test_ranges_find_an_edit_in_either_range(chain, in_ranges, seq: int) -> None:  # type: ignore[no-untyped-def]
+    with chain[0]() as s, s.begin():
+        s.execute(update(AuditEntry).where(AuditEntry.seq == seq).values(detail="changed"))
+    report = verify(chain)
+    assert (report.ok, report.bad_seq) == (False, seq)
+
+
+@pytest.mark.parametrize("seq", [10, 11])
+def test_ranges_find_a_deletion_at_the_seam(chain, in_ranges, seq: int) -> None:  # type: ignore[no-untyped-def]
+    with chain[0]() as s, s.begin():
+        s.execute(delete(AuditEntry).where(AuditEntry.seq == seq))
+    report = verify(chain)
+    assert (report.ok, report.bad_seq) == (False, seq) and "missing" in (report.problem or "")
+
+
+def test_ranges_find_entries_swapped_across_the_seam(chain, in_ranges) -> None:  # type: ignore[no-untyped-def]
+    with chain[0]() as s, s.begin():
+        s.execute(update(AuditEntry).where(AuditEntry.seq == 10).values(seq=-10))
+        s.execute(update(AuditEntry).where(AuditEntry.seq == 11).values(seq=10))
+        s.execute(update(AuditEntry).where(AuditEntry.seq == -10).values(seq=11))
+    report = verify(chain)
+    assert (report.ok, report.bad_seq) == (False, 10)
+
+
+def test_ranges_find_a_second_range_rewritten_to_start_a_new_chain(chain, in_ranges) -> None:  # type: ignore[no-untyped-def]
+    """Entries 11..20 rehashed from a forged predecessor: each hash checks out, but the seam does not join."""
+    sessions = chain[0]
+    with sessions() as s, s.begin():
+        prev = "f" * 64
+        for row in s.scalars(select(AuditEntry).where(AuditEntry.seq >= 11).order_by(AuditEntry.seq)):
+            row.prev_hash = prev
+            row.entry_hash = prev = audit.entry_hash(prev, row.seq, audit.as_entry(row))
+    report = verify(chain)
+    assert (report.ok, report.bad_seq) == (False, 11) and "does not link" in (report.problem or "")
