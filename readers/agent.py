@@ -14,6 +14,7 @@ import numpy as np
 from gateway import contract
 from gateway.core import Reason
 from gateway.tokens import BADGE_TYP
+from readers.offline import OfflineOperation
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ class Decoder(Protocol):
 class Gateway(Protocol):
     def ask(self, token: str, timeout_s: float) -> contract.DecisionAnswer | None: ...
 
-    def forward_to_bridge(self, answer: contract.DecisionAnswer) -> None: ...
+    def forward_to_bridge(self, answer: contract.DecisionAnswer | contract.OfflineAnswer) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Outcome:
     reason: str
     badge: str
     nonce: str
+    mode: str = "online"  # "offline": decided by the reader itself, by its gate's offline policy
 
 
 def looks_like_badge(text: str) -> bool:
@@ -62,6 +64,7 @@ class ReaderAgent:
         on_outcome: Callable[[Outcome], None] = lambda _o: None,
         answer_timeout_s: float = 1.5,
         hold_s: float = 2.0,
+        offline: OfflineOperation | None = None,
     ) -> None:
         self.reader = reader
         self.decoder = decoder
@@ -71,6 +74,7 @@ class ReaderAgent:
         self.on_outcome = on_outcome
         self.answer_timeout_s = answer_timeout_s
         self.hold_s = hold_s  # a badge unseen this long counts as a new presentation when it comes back
+        self.offline = offline  # None: no offline operation, a missing answer is a plain denial
         self._last_seen: dict[str, float] = {}
         self._ignored: set[str] = set()
         # Counters for the status heartbeat (readers.gateway_link.Counters).
@@ -80,8 +84,13 @@ class ReaderAgent:
 
     @property
     def offline_queue(self) -> int:
-        """Decisions taken offline and not yet uploaded: none until the reader decides offline."""
-        return 0
+        """Decisions taken offline and not yet acknowledged by the gateway (kept in the local store)."""
+        return self.offline.queued if self.offline is not None else 0
+
+    @property
+    def mode(self) -> str:
+        """"offline" while the reader decides by its gate's offline policy, else "online"."""
+        return self.offline.mode if self.offline is not None else "online"
 
     def run(self, frames: Iterable[np.ndarray]) -> None:
         for frame in frames:
@@ -113,12 +122,30 @@ class ReaderAgent:
 
     def _decide(self, token: str) -> Outcome:
         self.decisions += 1
-        answer = self.link.ask(token, self.answer_timeout_s)
-        if answer is None:
-            outcome = Outcome(token, False, Reason.GATEWAY_UNREACHABLE.value, "", "")
-            log.warning("reader %s: no genuine answer in %.1f s: deny", self.reader, self.answer_timeout_s)
-        else:
+        offline = self.offline
+        # Once offline, decide at once: the uploads' acknowledgements tell when the gateway is back.
+        answer = None if offline is not None and offline.offline else self.link.ask(token, self.answer_timeout_s)
+        if answer is not None:
+            if offline is not None:
+                offline.gateway_answered()
             self.link.forward_to_bridge(answer)
             outcome = Outcome(token, answer.allow, answer.reason, answer.badge, answer.nonce)
+        elif offline is not None:
+            result = offline.decide(token)
+            if result.answer is not None:
+                self.link.forward_to_bridge(result.answer)
+            d = result.decision
+            outcome = Outcome(token, d.allow, d.reason, d.badge, d.nonce, mode="offline")
+            log.warning(
+                "reader %s: offline decision (%s): %s %s badge=%s",
+                self.reader,
+                result.policy,
+                "allow" if d.allow else "deny",
+                d.reason,
+                d.badge or "-",
+            )
+        else:
+            outcome = Outcome(token, False, Reason.GATEWAY_UNREACHABLE.value, "", "")
+            log.warning("reader %s: no genuine answer in %.1f s: deny", self.reader, self.answer_timeout_s)
         self.on_outcome(outcome)
         return outcome
