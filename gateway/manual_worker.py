@@ -1,0 +1,67 @@
+"""MQTT adapter of the guard desk: gate pages' requests in on a shared subscription, signed answers out.
+
+Like decisions: the answer goes only to the requesting reader's own guard answer topic, with the request's
+CorrelationData, and requests are handled on a worker thread, off paho's network thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway import contract
+from gateway.manual_decisions import GuardDesk
+from gateway.mqtt_inbox import InboxWorker
+from gateway.mqttlink import BrokerAddress
+
+log = logging.getLogger(__name__)
+
+
+class GuardWorker(InboxWorker):
+    def __init__(self, desk: GuardDesk, address: BrokerAddress, client_id: str) -> None:
+        super().__init__(
+            address,
+            client_id,
+            contract.GUARD_REQUEST_SUBSCRIPTION,
+            name="guards",
+            max_batch=32,
+            if_full="the gate page will time out",
+        )
+        self.desk = desk
+        self.handled = 0
+
+    def _accept(self, msg: mqtt.MQTTMessage) -> tuple[contract.GuardRequest, bytes | None] | None:
+        try:
+            reader = contract.reader_from_guard_request_topic(msg.topic)
+            request = contract.GuardRequest.from_json(bytes(msg.payload))
+        except contract.ContractError as exc:
+            log.warning("ignored guard request on %s: %s", msg.topic, exc)
+            return None
+        if request.reader != reader:
+            log.warning("ignored guard request on %s naming reader %s", msg.topic, request.reader)
+            return None
+        props = msg.properties
+        expected = contract.guard_answer_topic(reader)
+        response_topic = getattr(props, "ResponseTopic", expected) if props else expected
+        if response_topic != expected:
+            log.warning("reader %s asked for guard answers on %s; refused", reader, response_topic)
+            return None
+        return request, getattr(props, "CorrelationData", None) if props else None
+
+    def handle(self, batch: list[mqtt.MQTTMessage]) -> None:
+        for accepted in map(self._accept, batch):
+            if accepted is None:
+                continue
+            request, correlation = accepted
+            try:
+                answer = self.desk.answer(request)
+            except Exception:  # one bad request must not stop the others; the page times out
+                log.exception("guard request %s of reader %s failed", request.op, request.reader)
+                continue
+            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            out.CorrelationData = correlation if correlation else request.nonce.encode()
+            self.client.publish(contract.guard_answer_topic(request.reader), answer.to_json(), qos=1, properties=out)
+            self.handled += 1
