@@ -205,6 +205,26 @@ SCHEMAS: dict[str, Schema] = {
 }
 
 
+# The leads' search filters (gateway/audit_search.py), as query parameters of the decisions feed.
+DECISION_FILTERS: list[Schema] = [
+    {"name": name, "in": "query", "required": False, "description": text, "schema": schema}
+    for name, text, schema in [
+        ("before", "cursor: only decisions with seq below this (keyset paging)", _s("integer", minimum=1)),
+        ("holder", "a holder id", _s("string")),
+        ("name", "part of a holder's family or given name", _s("string")),
+        ("badge", "a badge id", _s("string")),
+        ("organisation", "an organisation's code", _s("string")),
+        ("gate", "a gate code", _s("string")),
+        ("zone", "decisions at gates into this zone or its child zones", _s("string")),
+        ("decision", "allowed or denied", _s("string", enum=["allow", "deny"])),
+        ("reason", "a reason code", _s("string")),
+        ("mode", "how it was decided", _s("string", enum=["online", "offline", "manual", "forced"])),
+        ("since", "ISO date-time (UTC when naive), inclusive", _s("string")),
+        ("until", "ISO date-time (UTC when naive), exclusive", _s("string")),
+    ]
+]
+
+
 @dataclass
 class Document:
     title: str
@@ -262,10 +282,21 @@ class Document:
                         "in": "query",
                         "required": False,
                         "schema": _s("integer", minimum=1, maximum=1000),
-                    }
+                    },
+                    *DECISION_FILTERS,
                 ],
                 "responses": {
-                    "200": _response(array(ref("Decision"))),
+                    "200": {
+                        **_response(array(ref("Decision"))),
+                        "headers": {
+                            "Link": {
+                                "description": 'the next (older) page, rel="next"; absent on the last page',
+                                "schema": _s("string"),
+                            },
+                            "X-Next-Before": {"description": "the `before` of the next page", "schema": _s("integer")},
+                        },
+                    },
+                    "400": _response(ref("Error")),
                     "401": _response(ref("Error")),
                     "403": _response(ref("Error")),
                 },
