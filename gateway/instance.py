@@ -42,6 +42,8 @@ class Settings:
     site_file: Path
     issuer: str
     badge_kid: str  # the key new badges are signed with
+    # Days after a holder's last badge ended before retention removes their personal data (None: not set).
+    personal_data_days: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(
@@ -50,6 +52,7 @@ class Settings:
                 "site_file": str(self.site_file),
                 "issuer": self.issuer,
                 "badge_kid": self.badge_kid,
+                "personal_data_days": self.personal_data_days,
             },
             indent=2,
         )
@@ -146,6 +149,11 @@ class BadgeKeyInfo:
     since: dt.datetime  # when its public key file was last written (created, or moved when retired)
 
 
+def save_settings(folder: Path, settings: Settings) -> None:
+    """Replace the instance's settings (e.g. the retention period)."""
+    _write_settings(folder, settings)
+
+
 def badge_keys(folder: Path) -> list[BadgeKeyInfo]:
     """The instance's badge keys, newest first, with what each is used for."""
     settings = load_settings(folder)
@@ -195,9 +203,7 @@ def instance_stamp(folder: Path) -> tuple[int, int]:
 def create_instance(folder: Path, database_url: str, site_file: Path, issuer: str) -> Settings:
     """Create keys, secret and settings in a new instance folder; refuses to overwrite an existing one."""
     if (folder / "gateway.json").exists():
-        raise InstanceError(
-            f"{folder} already holds an instance (gateway.json exists); refusing to overwrite keys"
-        )
+        raise InstanceError(f"{folder} already holds an instance (gateway.json exists); refusing to overwrite keys")
     folder.mkdir(parents=True, exist_ok=True)
     os.chmod(folder, 0o700)
     (folder / "keys").mkdir(mode=0o700, exist_ok=True)
@@ -206,9 +212,7 @@ def create_instance(folder: Path, database_url: str, site_file: Path, issuer: st
     write_private(folder / "keys" / "decision.pem", _pem_private(decision))
     (folder / "keys" / "decision.pub.pem").write_bytes(_pem_public(decision.public_key()))
     write_private(folder / "secret_key", secrets.token_bytes(32))
-    settings = Settings(
-        database_url=database_url, site_file=site_file.resolve(), issuer=issuer, badge_kid=kid
-    )
+    settings = Settings(database_url=database_url, site_file=site_file.resolve(), issuer=issuer, badge_kid=kid)
     write_private(folder / "gateway.json", settings.to_json().encode())
     return settings
 
@@ -229,6 +233,14 @@ def _private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def _days(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"personal_data_days must be a whole number of days, not {value!r}")
+    return value
+
+
 def load_settings(folder: Path) -> Settings:
     try:
         raw = json.loads(_read_private(folder / "gateway.json"))
@@ -237,8 +249,9 @@ def load_settings(folder: Path) -> Settings:
             site_file=Path(raw["site_file"]),
             issuer=raw["issuer"],
             badge_kid=raw["badge_kid"],
+            personal_data_days=_days(raw.get("personal_data_days")),
         )
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
         raise InstanceError(f"{folder / 'gateway.json'} is damaged: {exc}") from None
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 from werkzeug.datastructures import FileStorage
@@ -23,6 +23,7 @@ from gateway import holders as registry
 from gateway.db.models import Assignment, Badge, Holder, Organisation
 from gateway.holders import Actor, AssignmentDraft, DeskError, HolderDraft, QualificationDraft
 from gateway.site import Site
+from gateway.web import personal
 from gateway.web.app import services
 from gateway.web.auth import login_required
 
@@ -35,7 +36,7 @@ def actor() -> Actor:
 
 
 def may_see_photos() -> bool:
-    return g.operator is not None and g.operator.role in current_app.config["PHOTO_ROLES"]
+    return personal.for_operator().photo  # the one rule for personal details
 
 
 def _holder(s: Session, holder_id: str) -> Holder:
@@ -210,10 +211,17 @@ class HolderForm:
         return draft, assignment, problems
 
 
-def _form_page(form: HolderForm, h: Holder | None, problems: list[str], status: int = 200) -> Any:
+def _form_page(
+    form: HolderForm, h: Holder | None, problems: list[str], status: int = 200, session: Session | None = None
+) -> Any:
+    """The holder form. A caller inside a session passes it: on SQLite a second transaction would wait for the
+    first (each takes the write lock at BEGIN) until the busy timeout, then fail."""
     svc = services()
-    with svc.sessions() as s:
-        orgs = list(s.scalars(select(Organisation).order_by(Organisation.code)))
+    if session is not None:
+        orgs = list(session.scalars(select(Organisation).order_by(Organisation.code)))
+    else:
+        with svc.sessions() as s:
+            orgs = list(s.scalars(select(Organisation).order_by(Organisation.code)))
     return (
         render_template(
             "desk/holder_form.html",
@@ -283,14 +291,14 @@ def edit_holder(holder_id: str) -> Any:
             h = _holder(s, holder_id)
             a = registry.assignment_of(s, h.id)
             days = registry.local_days(svc.site, a.valid_from, a.valid_until) if a else None
-            return _form_page(HolderForm.of(h, a, days), h, [])
+            return _form_page(HolderForm.of(h, a, days), h, [], session=s)
     form = HolderForm.from_request(svc.site.qualifications)
     draft, assignment, problems = form.drafts()
     photo_jpeg, photo_problems = _photo_upload()
     problems += photo_problems
     if problems:
         with svc.sessions() as s:
-            return _form_page(form, _holder(s, holder_id), problems, 422)
+            return _form_page(form, _holder(s, holder_id), problems, 422, session=s)
     with svc.sessions() as s, s.begin():
         h = _holder(s, holder_id)
         registry.update(s, svc.site, h, draft)
