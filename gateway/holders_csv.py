@@ -104,7 +104,11 @@ def _reader(text: str) -> csv.DictReader[str]:
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    try:
+        fieldnames = reader.fieldnames  # reads the first line, where a stray quote is a csv.Error too
+    except csv.Error as exc:
+        raise DeskError(f"line 1: the file is not valid CSV ({exc})") from None
+    header = [h.strip().lower() for h in (fieldnames or [])]
     if not header:
         raise DeskError("line 1: the file is empty; the first line must name the columns")
     unknown = [h for h in header if h not in REQUIRED and h not in OPTIONAL]

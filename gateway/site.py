@@ -200,9 +200,7 @@ def _mapping(value: Any, path: str) -> dict[str, Any]:
     return value
 
 
-def _fields(
-    value: Any, path: str, required: dict[str, Checker], optional: dict[str, Checker]
-) -> dict[str, Any]:
+def _fields(value: Any, path: str, required: dict[str, Checker], optional: dict[str, Checker]) -> dict[str, Any]:
     """Check a mapping's keys against a schema: unknown keys and missing required keys are errors."""
     data = _mapping(value, path)
     for key in data:
@@ -367,9 +365,7 @@ def _build_zones(
         rules: dict[str, ThreatRule] = {}
         for level, rule in data.get("threat_levels", {}).items():
             if level not in levels:
-                raise SiteError(
-                    f"{path}.threat_levels.{level}: unknown threat level (known: {', '.join(levels)})"
-                )
+                raise SiteError(f"{path}.threat_levels.{level}: unknown threat level (known: {', '.join(levels)})")
             r = _fields(rule, f"{path}.threat_levels.{level}", {}, threat_rule_fields)
             rules[level] = ThreatRule(**r)
         data["threat_levels"] = rules

@@ -8,6 +8,7 @@ Every login, and every failed attempt, is written to the audit.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect, generate_csrf
 from gateway import audit, operators
 from gateway.db.models import Operator
 from gateway.operators import ROLES, hash_password
+from gateway.rate_limit import LoginThrottle
 from gateway.web.app import services
 
 __all__ = ["ROLES", "hash_password", "login_required"]
@@ -27,6 +29,7 @@ bp = Blueprint("auth", __name__)
 csrf = CSRFProtect()
 login_manager = LoginManager()
 F = TypeVar("F", bound=Callable[..., Any])
+_throttle_lock = threading.Lock()  # the throttle is shared by the server's request threads
 
 
 @dataclass
@@ -168,17 +171,50 @@ def _audit_login(username: str, allowed: bool, detail: str) -> None:
         )
 
 
+def _login_throttle() -> LoginThrottle:
+    throttle: LoginThrottle = services().extras.setdefault("login_throttle", LoginThrottle())
+    return throttle
+
+
+def _audit_lockout(username: str, lockout_s: float) -> None:
+    svc = services()
+    now = svc.now()
+    with svc.sessions() as s, s.begin():
+        audit.record_action(
+            s,
+            "operator_lockout",
+            now,
+            operator=username[:64],
+            allow=False,
+            reason="too_many_failures",
+            detail=f"login refused for {int(lockout_s)} s after repeated wrong passwords; "
+            f"from {request.remote_addr or '?'}"[:500],
+        )
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
     error = None
     if request.method == "POST":
         username = request.form.get("username", "").strip()
         password = request.form.get("password", "")
+        throttle, key = _login_throttle(), LoginThrottle.key(username, request.remote_addr or "?")
+        now_s = services().now().timestamp()
+        with _throttle_lock:
+            wait_s = throttle.locked_for(key, now_s)
+        if wait_s > 0:
+            # Refused before the password is even checked, so guessing goes no faster during the lockout.
+            _audit_login(username or "(empty)", False, "locked out after repeated wrong passwords")
+            minutes = int(wait_s // 60) + 1
+            error = f"Too many wrong passwords. Try again in {minutes} minute{'s' if minutes > 1 else ''}."
+            return render_template("login.html", error=error), 429
         with services().sessions() as s:
             op = operators.find(s, username)
             ok = op is not None and op.active and operators.check_password(op, password)
             who = LoggedIn.of(op) if ok and op is not None else None
         if who is not None:
+            with _throttle_lock:
+                throttle.succeeded(key)
             _audit_login(who.username, True, "web login")
             session.clear()  # a fresh session (and CSRF token) for the new login: no fixation
             login_user(who)
@@ -186,6 +222,10 @@ def login() -> Any:
             safe = target.startswith("/") and not target.startswith("//") and "\\" not in target
             return redirect(target if safe else home_for(who.role))
         _audit_login(username or "(empty)", False, "wrong user name or password")
+        with _throttle_lock:
+            locked = throttle.failed(key, now_s)
+        if locked:
+            _audit_lockout(username or "(empty)", throttle.lockout_s)
         error = "Unknown user or wrong password."
     return render_template("login.html", error=error), 401 if error else 200
 
