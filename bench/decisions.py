@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from bench.mqtt_wire import WireClient, publish_packet, selector_for  # noqa: E402
 from gateway import badges, contract  # noqa: E402
 from gateway.broker_setup import GATEWAY_USER, free_port, start_mosquitto, write_broker_files  # noqa: E402
 from gateway.cli import sync_site  # noqa: E402
@@ -145,10 +146,84 @@ def _load(
         out.put((sent, len(latencies), elapsed, latencies))
 
 
-def run_load(port: int, creds: dict[str, str], tokens: list[str], mode: str, value: float, seconds: float) -> Result:
+def _load_wire(
+    port: int, creds: dict[str, str], tokens: list[str], mode: str, value: float, seconds: float, out: Any
+) -> None:
+    """The same load as `_load`, from one thread on plain sockets (bench/mqtt_wire.py): a cheaper generator."""
+    clients = {r: WireClient(port, f"bench-{r}", r, creds[r], contract.answer_topic(r)) for r in READERS}
+    selector = selector_for(list(clients.values()))
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+    counter = [0]
+
+    def on_answer(correlation: bytes) -> None:
+        t = sent_at.pop(correlation, None)
+        if t is not None:
+            latencies.append((time.perf_counter() - t) * 1000)
+
+    def send(reader: str) -> None:
+        nonce = secrets.token_hex(16)
+        token = tokens[counter[0] % len(tokens)]
+        counter[0] += 1
+        body = contract.DecisionRequest(reader=reader, nonce=nonce, token=token, sent_ms=int(time.time() * 1000))
+        client = clients[reader]
+        packet = publish_packet(
+            contract.request_topic(reader),
+            client.packet_id(),
+            body.to_json(),
+            contract.answer_topic(reader),
+            nonce.encode(),
+        )
+        sent_at[nonce.encode()] = time.perf_counter()
+        client.send(packet)
+
+    def pump(timeout: float) -> None:
+        for key, _ in selector.select(timeout):
+            key.data.pump(on_answer)
+
+    start = time.perf_counter()
+    end = start + seconds
+    sent = 0
+    if mode == "closed":
+        target = int(value) * len(READERS)
+        while time.perf_counter() < end:
+            for _ in range(target - len(sent_at)):
+                send(READERS[sent % len(READERS)])
+                sent += 1
+            pump(0.05)
+    else:
+        period = 1.0 / value
+        next_at = start
+        while next_at < end:
+            pump(max(0.0, next_at - time.perf_counter()))
+            while time.perf_counter() >= next_at and next_at < end:
+                send(READERS[sent % len(READERS)])
+                sent += 1
+                next_at += period
+    elapsed = time.perf_counter() - start
+    deadline = time.perf_counter() + 3
+    while sent_at and time.perf_counter() < deadline:
+        pump(0.05)
+    for client in clients.values():
+        client.close()
+    out.put((sent, len(latencies), elapsed, latencies))
+
+
+GENERATOR = {"wire": _load_wire, "paho": _load}
+
+
+def run_load(
+    port: int,
+    creds: dict[str, str],
+    tokens: list[str],
+    mode: str,
+    value: float,
+    seconds: float,
+    generator: str = "wire",
+) -> Result:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_load, args=(port, creds, tokens, mode, value, seconds, queue))
+    proc = ctx.Process(target=GENERATOR[generator], args=(port, creds, tokens, mode, value, seconds, queue))
     proc.start()
     sent, answered, elapsed, latencies = queue.get(timeout=seconds + 60)
     proc.join(10)
@@ -203,6 +278,12 @@ def start_workers(folder: Path, port: int, password_file: Path, count: int) -> l
                     str(password_file),
                     "--worker",
                     f"bench{n}",
+                    # Each simulated reader stands for hundreds of real gates: lift the per-reader limit
+                    # (5/s by default), which would otherwise cut the load to 40 requests/s.
+                    "--reader-rate",
+                    "100000",
+                    "--reader-burst",
+                    "100000",
                 ],
                 cwd=ROOT,
                 stdout=out,
@@ -282,7 +363,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the bench itself)")
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument(
+        "--generator",
+        choices=sorted(GENERATOR),
+        default="wire",
+        help="load generator: 'wire' (one thread, plain sockets; default) or 'paho' (one paho client per reader)",
+    )
+    parser.add_argument("--rates", default="500,1000,2000", help="fixed request rates to run, per second")
     opts = parser.parse_args()
+    rates = [int(r) for r in opts.rates.split(",")]
     seconds = 3.0 if opts.quick else 10.0
     print(f"# decisions bench: {os.cpu_count()} cores, {seconds:.0f} s per run, {len(READERS)} simulated readers")
     header = "| run | sent | answered | answers/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
@@ -303,11 +392,13 @@ def main() -> None:
             print(f"\n## audit on {db}\n\n{header}")
             try:
                 echo = start_echo(files.port, creds[GATEWAY_USER])
-                floor = {rate: run_load(files.port, creds, tokens, "rate", rate, seconds) for rate in (500, 1000)}
+                floor = {
+                    rate: run_load(files.port, creds, tokens, "rate", rate, seconds, opts.generator) for rate in rates
+                }
                 print(
                     row(
                         "echo floor, closed loop 4 in flight/reader",
-                        run_load(files.port, creds, tokens, "closed", 4, seconds),
+                        run_load(files.port, creds, tokens, "closed", 4, seconds, opts.generator),
                     )
                 )
                 for rate, r in floor.items():
@@ -319,14 +410,14 @@ def main() -> None:
                         print(
                             row(
                                 f"{workers} worker(s), closed loop 4 in flight/reader",
-                                run_load(files.port, creds, tokens, "closed", 4, seconds),
+                                run_load(files.port, creds, tokens, "closed", 4, seconds, opts.generator),
                             )
                         )
-                        for rate in (500, 1000):
+                        for rate in rates:
                             print(
                                 row(
                                     f"{workers} worker(s), {rate}/s",
-                                    run_load(files.port, creds, tokens, "rate", rate, seconds),
+                                    run_load(files.port, creds, tokens, "rate", rate, seconds, opts.generator),
                                 )
                             )
                     finally:

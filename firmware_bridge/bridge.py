@@ -8,6 +8,11 @@ the audit) before sending the next, so events reach the audit in their order. Wi
 within `ack_timeout_s`, or after a reconnect, the same event is sent again; the gateway drops repeats by
 gate:seq. While the broker or the gateway is away, events simply wait in the outbox.
 
+Status: the bridge keeps a retained `contract.BridgeStatus` on its own status topic (named by its broker
+account): "online" with each gate's controller link, the outbox length and counters when it connects and every
+`status_every_s`, "offline" when it stops, and "offline" as its last will, which the broker publishes when the
+connection dies without a clean disconnect (power cut, crash, cable pulled).
+
 Nothing here can move the relay except a genuine answer handled by a GateDriver: reconnecting never
 replays anything to the controller.
 """
@@ -29,7 +34,7 @@ from firmware_bridge.controller import ControllerLink
 from firmware_bridge.gate import Clock, CommandOutcome, GateDriver, epoch_ms
 from firmware_bridge.outbox import EventOutbox
 from gateway import contract
-from gateway.mqttlink import BrokerAddress, make_client
+from gateway.mqttlink import BrokerAddress, keep_will_current, make_client, publish_final_status
 from gateway.site import Gate, Site
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ _TICK_S = 0.1  # grant timeouts and resends are checked this often
 RECONNECT_DELAY_S = (1.0, 4.0)
 # A controller not connected this long after start is reported offline (sooner would report every start-up).
 STARTUP_GRACE_S = 10.0
+STATUS_EVERY_S = 5.0  # heartbeat: how often a connected bridge republishes its status
 WARN_UNACKED_S = 30.0  # an event unacknowledged this long means the gateway is away: say so, once per event
 
 
@@ -61,6 +67,8 @@ class Bridge:
         ack_timeout_s: float = ACK_TIMEOUT_S,
         reconnect_delay_s: tuple[float, float] = RECONNECT_DELAY_S,
         startup_grace_s: float = STARTUP_GRACE_S,
+        reader_keys: contract.ReaderKeys | None = None,  # readers' offline keys (verify_locally gates)
+        status_every_s: float = STATUS_EVERY_S,
     ) -> None:
         if not gate_codes:
             raise ValueError("a bridge serves at least one gate")
@@ -71,6 +79,20 @@ class Bridge:
         self._reconnect_delay_s = reconnect_delay_s
         self._startup_grace_s = startup_grace_s
         self._started = 0.0
+        self._clock = clock
+        self.status_topic = contract.bridge_status_topic(broker.username)
+        self._status_every_s = status_every_s
+        self._status_sent = 0.0  # monotonic time of the last status published
+        self.events = 0  # gate events recorded since start (reported in the status)
+        self.commands = 0  # signed answers handled since start
+        self._counting = threading.Lock()  # both are counted from several threads
+
+        def count_command(outcome: CommandOutcome) -> None:
+            with self._counting:
+                self.commands += 1
+            if on_outcome is not None:
+                on_outcome(outcome)
+
         self.drivers: dict[str, GateDriver] = {}
         for code in gate_codes:
             self.drivers[code] = GateDriver(
@@ -80,7 +102,8 @@ class Bridge:
                 keys,
                 self._emitter(code),
                 clock=clock,
-                on_outcome=on_outcome,
+                on_outcome=count_command,
+                reader_keys=reader_keys,
             )
         self._by_address = {d.address: d for d in self.drivers.values()}
         self._by_command_topic = {contract.gate_command_topic(c): d for c, d in self.drivers.items()}
@@ -166,6 +189,7 @@ class Bridge:
 
         client.on_connect = on_connect_both
         client.on_subscribe = on_subscribe
+        keep_will_current(client, self.status_topic, lambda: self.status("offline").to_json())
         self._client = client
         client.connect_async(self._broker.host, self._broker.port, keepalive=15)
         client.loop_start()
@@ -182,12 +206,17 @@ class Bridge:
         client, self._client = self._client, None
         self._link.remove_listener(self._on_controller_event)
         self._stopping.set()
-        self._connected.clear()
         with self._wake:
             self._wake.notify_all()
         if self._sender is not None:
-            self._sender.join(5)
+            self._sender.join(5)  # its heartbeat must not follow our "offline"
             self._sender = None
+        # A clean disconnect discards the will: say "offline" ourselves, with the final outbox length.
+        if client is not None and self._connected.is_set():
+            final = self.status("offline").to_json()
+            if not publish_final_status(client, self.status_topic, final):
+                log.warning("bridge: final status not sent")
+        self._connected.clear()
         if client is not None:
             client.disconnect()
             client.loop_stop()
@@ -205,6 +234,8 @@ class Bridge:
                 self._connected.clear()
                 log.warning("bridge: lost the broker; events wait in the outbox")
             self._wake.notify_all()
+        if up and not self._stopping.is_set():
+            self._publish_status("online")  # replaces the will the broker may have published meanwhile
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # An exception here would end paho's network thread, and with it the bridge.
@@ -246,6 +277,8 @@ class Bridge:
     def _emitter(self, gate: str) -> Callable[[str, str], None]:
         def emit(kind: str, nonce: str) -> None:
             event = self._outbox.add(gate, kind, nonce)
+            with self._counting:
+                self.events += 1
             log.info("gate %s: %s (seq %d%s)", gate, kind, event.seq, f", answer {nonce}" if nonce else "")
             with self._wake:
                 self._wake.notify_all()
@@ -263,6 +296,8 @@ class Bridge:
                 if self._connected.is_set():
                     for gate in self.drivers:
                         self._send_head(gate)
+                    if time.monotonic() - self._status_sent >= self._status_every_s:
+                        self._publish_status("online")
             except Exception:
                 log.exception("bridge: event sender failed; retrying")
             with self._wake:
@@ -300,3 +335,28 @@ class Bridge:
         info = client.publish(contract.gate_event_topic(gate), head.to_json(), qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.debug("gate %s: publish of event %d deferred: %s", gate, head.seq, mqtt.error_string(info.rc))
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def status(self, state: str) -> contract.BridgeStatus:
+        """What the bridge says about itself now: each gate's controller link, the outbox, the counters."""
+        return contract.BridgeStatus(
+            bridge=self._broker.username,
+            state=state,
+            sent_ms=self._clock(),
+            controllers={
+                code: "up" if self._link.is_secure(driver.address) else "down" for code, driver in self.drivers.items()
+            },
+            outbox=len(self._outbox),
+            events=self.events,
+            commands=self.commands,
+        )
+
+    def _publish_status(self, state: str) -> None:
+        client = self._client
+        if client is None:
+            return
+        self._status_sent = time.monotonic()
+        info = client.publish(self.status_topic, self.status(state).to_json(), qos=1, retain=True)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.debug("bridge: status deferred: %s", mqtt.error_string(info.rc))

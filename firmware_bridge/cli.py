@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -14,8 +15,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from firmware_bridge.commission import DEFAULT_WINDOW_S, MAX_WINDOW_S, MIN_WINDOW_S
 from firmware_bridge.keys import KeyFileError, key_path, load_key_file, new_key_file
+from firmware_bridge.metrics import BridgeMetrics
 from firmware_bridge.serial_line import OSDP_BAUD_RATES
-from gateway import contract
+from gateway import contract, jsonlog
 from gateway.broker_setup import bridge_user, bus_bridge_user
 from gateway.mqttlink import BrokerAddress
 from gateway.site import Gate, Site, SiteError, load_site
@@ -27,12 +29,16 @@ WALK_IN_DELAY_S = 0.5  # how long the simulated person takes to step up after th
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details too.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(jsonlog.LOG_FORMATS),
+    default=lambda: os.environ.get("ACCESSGW_LOG_FORMAT", "text"),
+    show_default="$ACCESSGW_LOG_FORMAT or text",
+    help="json: one JSON object per line, with gate and nonce on the lines of a scan.",
+)
+def main(verbose: bool, log_format: str) -> None:
     """Bridge between the gateway's signed decisions and OSDP turnstile controllers."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    jsonlog.configure(log_format, logging.DEBUG if verbose else logging.INFO, "bridge")
 
 
 @main.command()
@@ -110,6 +116,22 @@ def _open_serial(port: str, baud: int, rs485: bool) -> Any:
         return SerialChannel(port, baud, rs485=rs485)
     except (serial.SerialException, OSError, ValueError) as exc:
         raise click.ClickException(f"cannot open the serial line {port}: {exc}") from None
+
+
+def _reader_keys(site: Site, gates: list[Gate], specs: tuple[str, ...]) -> dict[str, Ed25519PublicKey]:
+    """READER=PEM pairs: offline public keys of readers of the bridge's gates (others are refused)."""
+    ours = {r.code for r in site.readers.values() if r.gate in {g.code for g in gates}}
+    keys: dict[str, Ed25519PublicKey] = {}
+    for spec in specs:
+        reader, sep, path = spec.partition("=")
+        if not sep or reader not in ours:
+            why = f"{spec!r}: expected READER=PEM for a reader of this bridge's gates"
+            raise click.BadParameter(why, param_hint="--reader-key")
+        try:
+            keys[reader] = contract.public_key_from_pem(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(f"{path}: {exc}", param_hint="--reader-key") from None
+    return keys
 
 
 def _decision_keys(paths: tuple[Path, ...]) -> dict[str, Ed25519PublicKey]:
@@ -236,6 +258,24 @@ def commission(
     help="Drive simulated turnstiles in this process instead of real controllers.",
 )
 @click.option("--walk-in", is_flag=True, help="With --simulate: a person walks through after every release.")
+@click.option(
+    "--reader-key",
+    "reader_key_specs",
+    multiple=True,
+    metavar="READER=PEM",
+    help="A reader's offline public key (its FILE.pub.pem from `python -m readers keygen`): the bridge then accepts "
+    "that reader's offline answers at a verify_locally gate. Repeat for each reader of the gate.",
+)
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve Prometheus /metrics here.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics port listens on.")
+@click.option(
+    "--status-every",
+    "status_every_s",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between the bridge's retained status heartbeats (outbox length, controller links).",
+)
 def run(
     site_file: Path,
     gate_code: str | None,
@@ -251,6 +291,10 @@ def run(
     outbox: Path | None,
     simulate: bool,
     walk_in: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    reader_key_specs: tuple[str, ...] = (),
+    status_every_s: float = 5.0,
 ) -> None:
     """Run the bridge of one gate, or of every gate of one bus, until interrupted."""
     site = _load_site(site_file)
@@ -266,16 +310,47 @@ def run(
             raise click.BadParameter(f"no gate in {site_file} has its controller on bus {bus!r}", param_hint="--bus")
         name, user = bus, bus_bridge_user(bus)
     keys = _decision_keys(decision_keys)
+    reader_keys = _reader_keys(site, gates, reader_key_specs)
     broker = BrokerAddress.from_password_file(broker_host, broker_port, user, password_file)
-    if simulate:
-        _run_simulated(site, gates, bus, keys, broker, outbox, walk_in)
-    else:
-        if not port or key_dir is None:
-            raise click.UsageError(
-                "a real bus needs --port (the RS-485 adapter) and --key-dir (the controllers' keys); "
-                "or use --simulate to drive simulated turnstiles"
+    if not simulate and (not port or key_dir is None):
+        raise click.UsageError(
+            "a real bus needs --port (the RS-485 adapter) and --key-dir (the controllers' keys); "
+            "or use --simulate to drive simulated turnstiles"
+        )
+    metrics = BridgeMetrics()
+    stop_metrics = _serve_metrics(metrics, metrics_host, metrics_port)
+    try:
+        if simulate:
+            _run_simulated(
+                site,
+                gates,
+                bus,
+                keys,
+                broker,
+                outbox,
+                walk_in,
+                metrics,
+                reader_keys=reader_keys,
+                status_every_s=status_every_s,
             )
-        _run_real(site, gates, keys, broker, port, baud, rs485, key_dir, outbox or key_dir / f"outbox-{name}.sqlite")
+        else:
+            assert port is not None and key_dir is not None
+            _run_real(
+                site,
+                gates,
+                keys,
+                broker,
+                port,
+                baud,
+                rs485,
+                key_dir,
+                outbox or key_dir / f"outbox-{name}.sqlite",
+                metrics,
+                reader_keys=reader_keys,
+                status_every_s=status_every_s,
+            )
+    finally:
+        stop_metrics()
 
 
 def _run_real(
@@ -288,6 +363,9 @@ def _run_real(
     rs485: bool,
     key_dir: Path,
     outbox_path: Path,
+    metrics: BridgeMetrics,
+    reader_keys: dict[str, Ed25519PublicKey] | None = None,
+    status_every_s: float = 5.0,
 ) -> None:
     from firmware_bridge.bridge import Bridge
     from firmware_bridge.controller import ControllerLink
@@ -306,13 +384,24 @@ def _run_real(
     held = {g.controller.address: float(g.passage_timeout_s) for g in gates if g.controller is not None}
     link = ControllerLink(channel, controllers, held_open_s=held)
     events = EventOutbox(outbox_path)
-    bridge = Bridge(site, [g.code for g in gates], link, decision_keys, broker, events)
+    bridge = Bridge(
+        site,
+        [g.code for g in gates],
+        link,
+        decision_keys,
+        broker,
+        events,
+        on_outcome=metrics.on_outcome,
+        reader_keys=reader_keys,
+        status_every_s=status_every_s,
+    )
     try:
         # Listen before the link starts, so no controller report is missed; events wait for the broker.
         bridge.start(require_broker=False)
     except ConnectionError as exc:
         raise click.ClickException(str(exc)) from None
     link.start()
+    metrics.watch(bridge, events, link, _addresses(gates))
     log.info(
         "bridge running on %s for %s; %d event(s) waiting in %s",
         port,
@@ -342,6 +431,9 @@ def _run_simulated(
     broker: BrokerAddress,
     outbox: Path | None,
     walk_in: bool,
+    metrics: BridgeMetrics,
+    reader_keys: dict[str, Ed25519PublicKey] | None = None,
+    status_every_s: float = 5.0,
 ) -> None:
     from firmware_bridge.outbox import MEMORY
     from firmware_bridge.sim import start_simulated_bus, start_simulated_gate
@@ -349,12 +441,30 @@ def _run_simulated(
     try:
         if bus is None:
             sim = start_simulated_gate(
-                site, gates[0].code, decision_keys, broker, channel="pty", outbox=outbox or MEMORY
+                site,
+                gates[0].code,
+                decision_keys,
+                broker,
+                channel="pty",
+                outbox=outbox or MEMORY,
+                on_outcome=metrics.on_outcome,
+                reader_keys=reader_keys,
+                status_every_s=status_every_s,
             )
         else:
-            sim = start_simulated_bus(site, bus, decision_keys, broker, outbox=outbox or MEMORY)
+            sim = start_simulated_bus(
+                site,
+                bus,
+                decision_keys,
+                broker,
+                outbox=outbox or MEMORY,
+                on_outcome=metrics.on_outcome,
+                reader_keys=reader_keys,
+                status_every_s=status_every_s,
+            )
     except (TimeoutError, ConnectionError) as exc:
         raise click.ClickException(str(exc)) from None
+    metrics.watch(sim.bridge, sim.outbox, sim.link, _addresses(gates))
 
     for code, turnstile in sim.turnstiles.items():
 
@@ -373,6 +483,22 @@ def _run_simulated(
     finally:
         sim.stop()
         log.info("bridge stopped")
+
+
+def _addresses(gates: list[Gate]) -> dict[str, int]:
+    return {g.code: g.controller.address for g in gates if g.controller is not None}
+
+
+def _serve_metrics(metrics: BridgeMetrics, host: str, port: int | None) -> Callable[[], None]:
+    """Serve the bridge's metrics on `port` (None: counted, not served); returns how to stop serving them."""
+    if port is None:
+        return lambda: None
+    from gateway.metrics_server import serve
+
+    try:
+        return serve(metrics.registry, host, port).stop
+    except OSError as exc:
+        raise click.ClickException(f"metrics port {port}: {exc}") from None
 
 
 def _wait_for_signal() -> None:

@@ -2,6 +2,9 @@
 
 The gate trusts no message: it moves the relay only for an answer that is signed by a known decision key,
 meant for this gate, forwarded for one of this gate's readers, unexpired, and never acted on before.
+An offline answer (a reader's own, while the gateway is away) is accepted only when the gate's offline_policy
+is verify_locally, signed by the offline key registered for that very reader of this gate, with the same
+freshness and replay rules.
 
 It also keeps the grants that opened the gate until a person passes: a passage carries the nonce of the
 grant it used (see _passage_grant), and a grant with no passage within the gate's passage_timeout_s becomes
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from firmware_bridge import display
 from firmware_bridge.controller import ControllerError, ControllerLink
 from firmware_bridge.door import RELEASE_GRACE_S
-from gateway import contract
+from gateway import contract, jsonlog
 from gateway.site import Gate, Site
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ class GateDriver:
         monotonic: Callable[[], float] = time.monotonic,
         on_outcome: Callable[[CommandOutcome], None] | None = None,
         max_nonces: int = MAX_REMEMBERED_NONCES,
+        reader_keys: contract.ReaderKeys | None = None,
     ) -> None:
         gate = site.gates.get(gate_code)
         if gate is None:
@@ -85,6 +89,8 @@ class GateDriver:
         self._readers = frozenset(r.code for r in site.readers.values() if r.gate == gate.code)
         self._link = link
         self._keys = dict(keys)
+        # Offline keys of this gate's readers only: another gate's reader can never open this one.
+        self._reader_keys = {r: k for r, k in (reader_keys or {}).items() if r in self._readers}
         self._emit = emit
         self._clock = clock
         self._monotonic = monotonic
@@ -100,27 +106,44 @@ class GateDriver:
     def handle_command(self, payload: bytes, *, retained: bool = False) -> CommandOutcome:
         """Check one command message and, if it is genuine and new, act on it."""
         outcome = self._decide_and_act(payload, retained)
+        fields = jsonlog.scan(gate=self.gate.code, nonce=outcome.nonce)  # follow the scan in JSON logs
         if outcome.action == "ignored":
-            log.warning("gate %s: ignored answer %s: %s", self.gate.code, outcome.nonce or "-", outcome.detail)
+            log.warning(
+                "gate %s: ignored answer %s: %s", self.gate.code, outcome.nonce or "-", outcome.detail, extra=fields
+            )
         elif outcome.detail:
-            log.error("gate %s: %s %s failed: %s", self.gate.code, outcome.action, outcome.nonce, outcome.detail)
+            log.error(
+                "gate %s: %s %s failed: %s", self.gate.code, outcome.action, outcome.nonce, outcome.detail, extra=fields
+            )
         else:
-            log.info("gate %s: %s %s", self.gate.code, outcome.action, outcome.nonce)
+            log.info("gate %s: %s %s", self.gate.code, outcome.action, outcome.nonce, extra=fields)
         if self._on_outcome is not None:
             self._on_outcome(outcome)
         return outcome
 
     def _decide_and_act(self, payload: bytes, retained: bool) -> CommandOutcome:
         now = self._clock()
+        answer: contract.DecisionAnswer | contract.OfflineAnswer
         try:
             answer = contract.DecisionAnswer.from_json(payload)
         except contract.ContractError as exc:
-            return CommandOutcome("ignored", "", f"malformed answer: {exc}")
+            try:
+                answer = contract.OfflineAnswer.from_json(payload)
+            except contract.ContractError:
+                return CommandOutcome("ignored", "", f"malformed answer: {exc}")
         if retained:
             # A command is only meant for the moment it is sent. A retained one would be replayed to a
             # restarted bridge, whose memory of used nonces started empty.
             return CommandOutcome("ignored", answer.nonce, "retained message: commands are never stored")
-        problem = contract.answer_problem(answer, self._keys, reader=None, nonce=None, gate=self.gate.code, now_ms=now)
+        if isinstance(answer, contract.OfflineAnswer):
+            if self.gate.offline_policy != "verify_locally":
+                why = f"offline answer at a gate whose offline_policy is {self.gate.offline_policy}"
+                return CommandOutcome("ignored", answer.nonce, why)
+            problem = contract.offline_answer_problem(answer, self._reader_keys, gate=self.gate.code, now_ms=now)
+        else:
+            problem = contract.answer_problem(
+                answer, self._keys, reader=None, nonce=None, gate=self.gate.code, now_ms=now
+            )
         if problem is not None:
             return CommandOutcome("ignored", answer.nonce, problem)
         if answer.reader not in self._readers:

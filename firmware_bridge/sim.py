@@ -17,7 +17,15 @@ from typing import Literal
 import osdp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from firmware_bridge.bridge import ACK_TIMEOUT_S, RECONNECT_DELAY_S, Bridge, Clock, CommandOutcome, epoch_ms
+from firmware_bridge.bridge import (
+    ACK_TIMEOUT_S,
+    RECONNECT_DELAY_S,
+    STATUS_EVERY_S,
+    Bridge,
+    Clock,
+    CommandOutcome,
+    epoch_ms,
+)
 from firmware_bridge.channels import CuttableLine, channel_pair, memory_bus, pty_pair
 from firmware_bridge.controller import ControllerLink
 from firmware_bridge.outbox import MEMORY, EventOutbox
@@ -82,6 +90,8 @@ def start_simulated_gate(
     outbox: str | Path = MEMORY,
     ack_timeout_s: float = ACK_TIMEOUT_S,
     reconnect_delay_s: tuple[float, float] = RECONNECT_DELAY_S,
+    reader_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    status_every_s: float = STATUS_EVERY_S,
 ) -> SimulatedGate:
     """Start a turnstile, a secure OSDP link to it (fresh random key) and the gate's bridge on `broker`.
 
@@ -109,6 +119,8 @@ def start_simulated_gate(
         outbox=outbox,
         ack_timeout_s=ack_timeout_s,
         reconnect_delay_s=reconnect_delay_s,
+        reader_keys=reader_keys,
+        status_every_s=status_every_s,
     )
 
 
@@ -125,6 +137,8 @@ def start_simulated_bus(
     outbox: str | Path = MEMORY,
     ack_timeout_s: float = ACK_TIMEOUT_S,
     reconnect_delay_s: tuple[float, float] = RECONNECT_DELAY_S,
+    reader_keys: Mapping[str, Ed25519PublicKey] | None = None,
+    status_every_s: float = STATUS_EVERY_S,
 ) -> SimulatedGate:
     """Every gate of `bus` as zones.yaml lists it: one multidrop line, one controller per address, one bridge."""
     gate_codes = [g.code for g in site.gates.values() if g.controller is not None and g.controller.bus == bus]
@@ -145,6 +159,8 @@ def start_simulated_bus(
         outbox=outbox,
         ack_timeout_s=ack_timeout_s,
         reconnect_delay_s=reconnect_delay_s,
+        reader_keys=reader_keys,
+        status_every_s=status_every_s,
     )
 
 
@@ -163,6 +179,8 @@ def _start(
     outbox: str | Path,
     ack_timeout_s: float,
     reconnect_delay_s: tuple[float, float],
+    reader_keys: Mapping[str, Ed25519PublicKey] | None,
+    status_every_s: float,
 ) -> SimulatedGate:
     gates = [site.gates[c] for c in gate_codes]
     addresses = {g.code: g.controller.address for g in gates if g.controller is not None}
@@ -192,6 +210,8 @@ def _start(
         on_outcome=on_outcome,
         ack_timeout_s=ack_timeout_s,
         reconnect_delay_s=reconnect_delay_s,
+        reader_keys=reader_keys,
+        status_every_s=status_every_s,
     )
     closers = tuple(ch.close for ch in (cp_channel, *pd_channels) if hasattr(ch, "close"))
     sim = SimulatedGate(turnstiles, link, bridge, line, events, closers)

@@ -50,9 +50,14 @@ def acl_text(site: Site) -> str:
         f"topic read {p}/readers/+/request",
         f"topic write {p}/readers/+/answer",
         f"topic read {contract.READER_STATUS_SUBSCRIPTION}",
+        f"topic read {contract.BRIDGE_STATUS_SUBSCRIPTION}",
         f"topic read {p}/gates/+/event",
         f"topic write {p}/gates/+/ack",
         f"topic readwrite {p}/site/#",
+        f"topic read {p}/readers/+/offline",  # offline decisions uploaded by readers
+        f"topic write {p}/readers/+/offline-ack",
+        f"topic read {p}/readers/+/guard/request",
+        f"topic write {p}/readers/+/guard/answer",
         "",
     ]
     for reader in site.readers.values():
@@ -62,6 +67,10 @@ def acl_text(site: Site) -> str:
             f"topic read {contract.answer_topic(reader.code)}",
             f"topic write {contract.gate_command_topic(reader.gate)}",
             f"topic write {contract.reader_status_topic(reader.code)}",  # retained status and last will
+            f"topic write {contract.offline_upload_topic(reader.code)}",  # its own offline decisions only
+            f"topic read {contract.offline_ack_topic(reader.code)}",
+            f"topic write {contract.guard_request_topic(reader.code)}",  # its gate page
+            f"topic read {contract.guard_answer_topic(reader.code)}",
             f"topic read {p}/site/#",
             "",
         ]
@@ -71,6 +80,7 @@ def acl_text(site: Site) -> str:
             f"topic read {contract.gate_command_topic(gate.code)}",
             f"topic write {contract.gate_event_topic(gate.code)}",
             f"topic read {contract.gate_ack_topic(gate.code)}",
+            f"topic write {contract.bridge_status_topic(bridge_user(gate.code))}",  # retained status and last will
             f"topic read {p}/site/#",
             "",
         ]
@@ -82,7 +92,7 @@ def acl_text(site: Site) -> str:
                 f"topic write {contract.gate_event_topic(code)}",
                 f"topic read {contract.gate_ack_topic(code)}",
             ]
-        lines += [f"topic read {p}/site/#", ""]
+        lines += [f"topic write {contract.bridge_status_topic(bus_bridge_user(bus))}", f"topic read {p}/site/#", ""]
     return "\n".join(lines)
 
 
@@ -122,9 +132,7 @@ def write_broker_files(folder: Path, site: Site, port: int, host: str = "127.0.0
     passwd = folder / "passwd"
     _write_private(passwd, "")
     for user, password in creds.items():
-        subprocess.run(
-            ["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True
-        )
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), user, password], check=True, capture_output=True)
     _write_private(folder / "acl", acl_text(site))
     conf = [
         f"listener {port} {host}",
@@ -154,9 +162,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_mosquitto(
-    files: BrokerFiles, log: Path | None = None, timeout_s: float = 10.0
-) -> subprocess.Popen[bytes]:
+def start_mosquitto(files: BrokerFiles, log: Path | None = None, timeout_s: float = 10.0) -> subprocess.Popen[bytes]:
     """Start a private broker and wait until it accepts connections."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - the broker writes to it for its lifetime
     proc = subprocess.Popen(["mosquitto", "-c", str(files.config)], stdout=out, stderr=out)

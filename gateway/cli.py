@@ -15,11 +15,12 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from gateway import badges
+from gateway import badges, jsonlog
 from gateway.broker_setup import write_broker_files
 from gateway.db.engine import make_engine, session_factory, upgrade
 from gateway.db.models import GateRecord, Holder, Operator, ReaderRecord
 from gateway.instance import Instance, InstanceError, create_instance, load_instance
+from gateway.rate_limit import DEFAULT_BURST, DEFAULT_RATE
 from gateway.site import Site, SiteError, load_site
 
 DEFAULT_INSTANCE = "instance"
@@ -54,13 +55,17 @@ instance_option = click.option(
 
 @click.group()
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages.")
-def main(verbose: bool) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(jsonlog.LOG_FORMATS),
+    default=lambda: os.environ.get("ACCESSGW_LOG_FORMAT", "text"),
+    show_default="$ACCESSGW_LOG_FORMAT or text",
+    help="json: one JSON object per line, with gate, reader and nonce on the lines of a scan.",
+)
+def main(verbose: bool, log_format: str) -> None:
     """Access-control and credential gateway: badges, decisions, audit."""
     level = os.environ.get("ACCESSGW_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    jsonlog.configure(log_format, logging.DEBUG if verbose else getattr(logging, level, logging.INFO), "gateway")
 
 
 def sync_site(instance: Instance, site: Site) -> None:
@@ -274,14 +279,47 @@ def _wait_for_signal() -> None:
 @instance_option
 @with_broker_options
 @click.option("--worker", default="1", show_default=True, help="Worker name; run several to share the load.")
-def decide(instance_path: str, broker_host: str, broker_port: int, password_file: Path, worker: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve Prometheus /metrics here.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics port listens on.")
+@click.option(
+    "--reader-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_RATE,
+    show_default=True,
+    help="Requests per second each reader may send on average; more are dropped.",
+)
+@click.option(
+    "--reader-burst",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BURST,
+    show_default=True,
+    help="Requests a reader may send at once after a quiet spell.",
+)
+def decide(
+    instance_path: str,
+    broker_host: str,
+    broker_port: int,
+    password_file: Path,
+    worker: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    reader_rate: float,
+    reader_burst: int,
+) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
-    from gateway.decision_process import decision_process
+    import time
 
-    process = decision_process(_instance(instance_path), broker_host, broker_port, password_file, worker)
+    from gateway.decision_process import decision_process
+    from gateway.rate_limit import ReaderRateLimit
+
+    metrics = (metrics_host, metrics_port) if metrics_port is not None else None
+    limit = ReaderRateLimit(time.monotonic, rate=reader_rate, burst=reader_burst)
+    process = decision_process(
+        _instance(instance_path), broker_host, broker_port, password_file, worker, metrics, rate_limit=limit
+    )
     try:
         process.start()
-    except ConnectionError as exc:
+    except OSError as exc:  # ConnectionError from the broker, or the metrics port taken
         raise click.ClickException(str(exc)) from None
     click.echo(f"decision worker {worker} answering on {broker_host}:{broker_port}")
     _wait_for_signal()
@@ -292,14 +330,31 @@ def decide(instance_path: str, broker_host: str, broker_port: int, password_file
 @instance_option
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8080, show_default=True)
-def web(instance_path: str, host: str, port: int) -> None:
-    """Run the web side (desk and leads' pages, JSON API, JWKS)."""
+@click.option("--broker-host", default="127.0.0.1", show_default=True)
+@click.option("--broker-port", type=int, default=1883, show_default=True)
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="The gateway's MQTT password: with it, the operations page shows readers' live statuses.",
+)
+def web(
+    instance_path: str, host: str, port: int, broker_host: str, broker_port: int, password_file: Path | None
+) -> None:
+    """Run the web side (desk and leads' pages, JSON API, JWKS, health and the operations page)."""
     from werkzeug.serving import run_simple
 
+    from gateway.broker_setup import GATEWAY_USER
+    from gateway.mqttlink import BrokerAddress
     from gateway.web import create_app
 
+    overrides: dict[str, Any] = {}
+    if password_file is not None:
+        overrides["BROKER_ADDRESS"] = BrokerAddress.from_password_file(
+            broker_host, broker_port, GATEWAY_USER, password_file
+        )
     try:
-        app = create_app(Path(instance_path))
+        app = create_app(Path(instance_path), overrides)
     except InstanceError as exc:
         raise click.ClickException(str(exc)) from None
     run_simple(host, port, app, threaded=True)
@@ -718,3 +773,142 @@ def audit_verify_export(export_file: Path, public_key: Path) -> None:
         click.echo(f"EXPORT BROKEN: {report.problem}", err=True)
         raise SystemExit(1)
     click.echo(f"export intact: {report.entries} entries, {report.checkpoints} checkpoint(s) verified")
+
+
+@main.group()
+def guard() -> None:
+    """Guards of the reader's gate page: badge + PIN login, override right (docs/gate_page.md)."""
+
+
+@guard.command("add")
+@instance_option
+@click.argument("holder_id")
+@click.option("--override/--no-override", default=False, show_default=True, help="May force a grant despite a denial.")
+@click.option("--pin", prompt=True, hide_input=True, confirmation_prompt=True, help="4 to 12 digits (else asked).")
+def guard_add(instance_path: str, holder_id: str, override: bool, pin: str) -> None:
+    """Make holder HOLDER_ID a guard with a PIN, or set an existing guard's PIN and right (unlocks them)."""
+    from gateway import guards, holders
+
+    instance = _instance(instance_path)
+    try:
+        with _desk_sessions(instance)() as s, s.begin():
+            guards.set_guard(s, holder_id, pin, override, _now(), badges.command_line_actor())
+    except holders.DeskError as exc:
+        raise _desk_refusal(exc) from None
+    click.echo(f"{holder_id} is a guard{' with the override right' if override else ''}")
+
+
+@guard.command("remove")
+@instance_option
+@click.argument("holder_id")
+def guard_remove(instance_path: str, holder_id: str) -> None:
+    """Withdraw a guard's gate page access and end their open sessions."""
+    from gateway import guards, holders
+
+    instance = _instance(instance_path)
+    try:
+        with _desk_sessions(instance)() as s, s.begin():
+            guards.remove_guard(s, holder_id, _now(), badges.command_line_actor())
+    except holders.DeskError as exc:
+        raise _desk_refusal(exc) from None
+    click.echo(f"{holder_id} is no longer a guard")
+
+
+@guard.command("list")
+@instance_option
+def guard_list(instance_path: str) -> None:
+    """Guards: holder id, name, override right, active, locked."""
+    from gateway import guards
+
+    instance = _instance(instance_path)
+    with _desk_sessions(instance)() as s:
+        for g, h in guards.list_guards(s):
+            locked = "locked" if g.locked_until is not None and g.locked_until > _now() else ""
+            right = "override" if g.can_override else "-"
+            state = "active" if g.active else "removed"
+            click.echo(f"{h.id}\t{h.given_name} {h.family_name}\t{right}\t{state}\t{locked}")
+
+
+# --- retention of personal data (gateway/retention.py, docs/retention.md) ------------------------------
+
+
+@main.group()
+def retention() -> None:
+    """Remove holders' personal data some days after their access ended; ask whether a removed person was here."""
+
+
+@retention.command("run")
+@instance_option
+@click.option("--dry-run", is_flag=True, help="Only list the holders whose personal data would be removed.")
+@click.option("--operator", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def retention_run(instance_path: str, dry_run: bool, operator: str) -> None:
+    """Remove the personal data of holders whose last badge ended `personal_data_days` days ago (audited)."""
+    from gateway import retention as policy
+
+    instance = _instance(instance_path)
+    days = instance.settings.personal_data_days
+    if days is None:
+        raise click.ClickException(
+            "no retention period set: `python -m gateway retention set-days N` (personal_data_days in gateway.json)"
+        )
+    try:
+        key = None if dry_run else policy.identity_key(instance.folder, create=True)
+        with _desk_sessions(instance)() as s, s.begin():
+            report = policy.run(s, key, _now(), days, operator, dry_run=dry_run)
+    except (InstanceError, policy.RetentionError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for item in report.removed:
+        click.echo(f"{item.holder_id}\taccess ended {item.ended:%Y-%m-%d %H:%M}Z")
+    verb = "would be removed" if dry_run else "removed"
+    click.echo(f"personal data of {len(report.removed)} holder(s) {verb} (access ended by {report.cutoff:%Y-%m-%d}Z)")
+
+
+@retention.command("set-days")
+@instance_option
+@click.argument("days", type=click.IntRange(min=0))
+@click.option("--operator", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def retention_set_days(instance_path: str, days: int, operator: str) -> None:
+    """Keep personal data DAYS days after a holder's last badge ended (saved in gateway.json; audited)."""
+    import dataclasses
+
+    from gateway import audit as audit_log
+    from gateway.instance import save_settings
+
+    instance = _instance(instance_path)
+    before = instance.settings.personal_data_days
+    save_settings(instance.folder, dataclasses.replace(instance.settings, personal_data_days=days))
+    with _desk_sessions(instance)() as s, s.begin():
+        audit_log.record_action(
+            s, "retention_setting", _now(), operator=operator, detail=f"personal data kept {days} days (was {before})"
+        )
+    click.echo(f"personal data is kept {days} days after a holder's last badge ended")
+
+
+@retention.command("lookup")
+@instance_option
+@click.option("--family-name", required=True)
+@click.option("--given-name", required=True)
+@click.option("--operator", default=lambda: os.environ.get("USER", "cli"), show_default="$USER")
+def retention_lookup(instance_path: str, family_name: str, given_name: str, operator: str) -> None:
+    """Was this person here? Finds holders by name, also those whose personal data was removed (audited)."""
+    from gateway import audit as audit_log
+    from gateway import retention as policy
+
+    instance = _instance(instance_path)
+    try:
+        key = policy.identity_key(instance.folder)
+    except InstanceError as exc:
+        raise click.ClickException(str(exc)) from None
+    with _desk_sessions(instance)() as s, s.begin():
+        found = policy.lookup(s, key, family_name, given_name)
+        # The name itself is not logged: the audit would then hold what retention removed.
+        audit_log.record_action(
+            s, "person_lookup", _now(), operator=operator, detail=f"name lookup: {len(found)} holder(s) found"
+        )
+    if not found:
+        click.echo("nobody of that name")
+    for f in found:
+        state = "personal data removed" if f.removed else "registered"
+        when = f"{f.first:%Y-%m-%d %H:%M}Z..{f.last:%Y-%m-%d %H:%M}Z" if f.first and f.last else "-"
+        gates = " ".join(f.gates) or "-"
+        click.echo(f"{f.holder_id}\t{state}\t{f.decisions} decision(s), {f.granted} granted\t{when}\t{gates}")

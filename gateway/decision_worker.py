@@ -8,6 +8,7 @@ Requests are handled on one worker thread, off paho's network thread, so the lin
 from __future__ import annotations
 
 import logging
+import time
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -17,6 +18,7 @@ from gateway import contract
 from gateway.decisions import DecisionService
 from gateway.mqtt_inbox import InboxWorker
 from gateway.mqttlink import BrokerAddress
+from gateway.rate_limit import ReaderRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,13 @@ MAX_BATCH = 256  # requests decided in one transaction at most
 
 
 class DecisionWorker(InboxWorker):
-    def __init__(self, service: DecisionService, address: BrokerAddress, client_id: str = "gateway-1") -> None:
+    def __init__(
+        self,
+        service: DecisionService,
+        address: BrokerAddress,
+        client_id: str = "gateway-1",
+        rate_limit: ReaderRateLimit | None = None,
+    ) -> None:
         # Whatever queued up while the last batch was being committed is decided in one transaction.
         super().__init__(
             address,
@@ -36,10 +44,22 @@ class DecisionWorker(InboxWorker):
         )
         self.service = service
         self.handled = 0
+        # One reader flooding (rogue, or stuck in a loop) must not starve the other gates.
+        self.rate_limit = rate_limit or ReaderRateLimit(time.monotonic)
+        self.dropped = 0
 
     def _accept(self, msg: mqtt.MQTTMessage) -> tuple[contract.DecisionRequest, bytes | None] | None:
         try:
             reader = contract.reader_from_request_topic(msg.topic)
+        except contract.ContractError as exc:
+            log.warning("ignored request on %s: %s", msg.topic, exc)
+            return None
+        if not self.rate_limit.allow(reader):  # before parsing: a flood costs as little as possible
+            self.dropped += 1
+            if self.dropped % 100 == 1:  # a flood must not flood the log too
+                log.warning("reader %s is over its request rate; %d request(s) dropped so far", reader, self.dropped)
+            return None
+        try:
             request = contract.DecisionRequest.from_json(bytes(msg.payload))
         except contract.ContractError as exc:
             log.warning("ignored request on %s: %s", msg.topic, exc)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gateway import audit, contract, core, tokens
 from gateway.db.rawsql import Raw, placeholders, transaction
 from gateway.instance import Keyring
+from gateway.jsonlog import scan
 from gateway.site import Site, TimeWindow
 
 log = logging.getLogger(__name__)
@@ -173,9 +174,8 @@ class DecisionService:
             audit.append_many(raw, entries)
         # Committed: only now may the answers leave.
         for a in answers:
-            log.info(
-                "decision reader=%s gate=%s nonce=%s allow=%s reason=%s", a.reader, a.gate, a.nonce, a.allow, a.reason
-            )
+            # The gate, reader and nonce go in as fields: the text format appends them, JSON carries them.
+            log.info("decided %s %s", "allow" if a.allow else "deny", a.reason, extra=scan(a.gate, a.reader, a.nonce))
         return answers
 
     def _decide_one(

@@ -93,10 +93,24 @@ def connect_and_wait(client: mqtt.Client, address: BrokerAddress, timeout_s: flo
     client.loop_start()
     if not done.wait(timeout_s):
         client.loop_stop()
-        raise ConnectionError(
-            f"no answer from the MQTT broker at {address.host}:{address.port} in {timeout_s} s"
-        )
+        raise ConnectionError(f"no answer from the MQTT broker at {address.host}:{address.port} in {timeout_s} s")
     client.on_connect = previous
     if outcome[0].is_failure:
         client.loop_stop()
         raise ConnectionError(f"MQTT broker refused {address.username!r}: {outcome[0]}")
+
+
+def keep_will_current(client: mqtt.Client, topic: str, will: Callable[[], bytes]) -> None:
+    """A retained QoS 1 last will, rebuilt before every (re)connection so that it carries that moment's state."""
+    client.will_set(topic, will(), qos=1, retain=True)
+    client.on_pre_connect = lambda c, _userdata: c.will_set(topic, will(), qos=1, retain=True)
+
+
+def publish_final_status(client: mqtt.Client, topic: str, payload: bytes, timeout_s: float = 2.0) -> bool:
+    """Publish a retained status and wait for the broker to have it (a clean disconnect discards the will)."""
+    info = client.publish(topic, payload, qos=1, retain=True)
+    try:
+        info.wait_for_publish(timeout_s)
+    except (RuntimeError, ValueError):  # not connected, or the queue refused it
+        return False
+    return info.is_published()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import cast
@@ -10,7 +11,9 @@ from typing import cast
 import click
 import cv2
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway import jsonlog
 from readers.decoding import ENGINES, Decoder, EngineName, to_gray
 
 # Keeps one line per image whatever a code holds (the sample photos include line breaks).
@@ -19,10 +22,17 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 @click.group()
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v: info, -vv: debug).")
-def main(verbose: int) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(jsonlog.LOG_FORMATS),
+    default=lambda: os.environ.get("ACCESSGW_LOG_FORMAT", "text"),
+    show_default="$ACCESSGW_LOG_FORMAT or text",
+    help="json: one JSON object per line, with gate, reader and nonce on the lines of a scan.",
+)
+def main(verbose: int, log_format: str) -> None:
     """Badge reader for a turnstile camera."""
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    jsonlog.configure(log_format, level, "reader")
     if verbose < 2:
         # OpenCV prints its own warning for every file it cannot read; our messages say it once, better.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -106,6 +116,43 @@ def _read_image(image: str) -> np.ndarray | None:
     show_default=True,
     help="Seconds between status messages (retained, with the frame, decode and decision counters).",
 )
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, help="Serve Prometheus /metrics here.")
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Local SQLite file for offline operation: what the gateway published, and the decisions taken offline "
+    "(kept until the gateway acknowledges them). Without it a missing answer is a plain denial.",
+)
+@click.option(
+    "--offline-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="This reader's Ed25519 offline key (PEM, owner-only), to sign offline answers at a verify_locally gate; "
+    "made at first start if missing. Give FILE.pub.pem to the gate's bridge (--reader-key).",
+)
+@click.option(
+    "--upload-wait",
+    type=click.FloatRange(min=0),
+    default=3.0,
+    show_default=True,
+    help="At the end, seconds to wait for the gateway to acknowledge queued offline decisions.",
+)
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Address the metrics port listens on.")
+@click.option(
+    "--gate-page",
+    default=None,
+    metavar="HOST:PORT",
+    help="Serve the guard's gate page here (PORT alone: on 127.0.0.1). See docs/gate_page.md.",
+)
+@click.option(
+    "--gate-page-idle",
+    type=click.FloatRange(min=10),
+    default=300.0,
+    show_default=True,
+    help="Seconds without a touch after which the guard on duty is logged out of the gate page.",
+)
 def run(
     site_file: Path,
     reader_code: str,
@@ -118,6 +165,13 @@ def run(
     fps: float | None,
     answer_timeout: float,
     heartbeat: float,
+    metrics_port: int | None,
+    metrics_host: str,
+    store_path: Path | None,
+    offline_key: Path | None,
+    upload_wait: float,
+    gate_page: str | None,
+    gate_page_idle: float,
 ) -> None:
     """Watch a camera (or a file), ask the gateway for each badge shown, and drive the turnstile."""
     from gateway.mqttlink import BrokerAddress
@@ -132,6 +186,7 @@ def run(
     if reader_code not in site.readers:
         raise click.ClickException(f"reader {reader_code!r} is not in {site_file}")
     address = BrokerAddress.from_password_file(broker_host, broker_port, reader_code, password_file)
+    signing_key = _offline_key(offline_key, site.gates[site.readers[reader_code].gate].offline_policy, store_path)
     try:
         agent = run_reader(
             site,
@@ -143,9 +198,62 @@ def run(
             fps,
             answer_timeout,
             heartbeat_s=heartbeat,
+            metrics_address=(metrics_host, metrics_port) if metrics_port is not None else None,
+            store_path=store_path,
+            offline_key=signing_key,
+            upload_wait_s=upload_wait,
+            gate_page=_gate_page_address(gate_page),
+            gate_page_idle_s=gate_page_idle,
         )
     except SourceError as exc:
         raise click.ClickException(str(exc)) from None
     except ConnectionError as exc:
         raise click.ClickException(f"gateway link: {exc}") from None
+    except OSError as exc:
+        raise click.ClickException(f"metrics port {metrics_port}: {exc}") from None
     click.echo(f"{reader_code}: source ended after {agent.frames} frames, {agent.decodes} codes read", err=True)
+
+
+def _offline_key(path: Path | None, policy: str, store: Path | None) -> Ed25519PrivateKey | None:
+    """The offline signing key: loaded, or made at first start (its public half must then reach the bridge)."""
+    from readers.offline_keys import OfflineKeyError, generate_offline_key, load_offline_key
+
+    if path is None:
+        if store is not None and policy == "verify_locally":
+            click.echo("warning: no --offline-key: offline decisions will all be denials", err=True)
+        return None
+    try:
+        if not path.exists():
+            public = generate_offline_key(path)
+            click.echo(f"new offline key {path}; give {public} to the gate's bridge (--reader-key)", err=True)
+        return load_offline_key(path)
+    except OfflineKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+def keygen(key_file: Path) -> None:
+    """Make this reader's Ed25519 offline key in KEY_FILE (owner-only) and its public key KEY_FILE.pub.pem.
+
+    The bridge of the reader's gate accepts offline answers signed with it (run --reader-key READER=PUB);
+    an existing KEY_FILE is never overwritten.
+    """
+    from readers.offline_keys import OfflineKeyError, generate_offline_key
+
+    try:
+        public = generate_offline_key(key_file)
+    except OfflineKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(public))
+
+
+def _gate_page_address(text: str | None) -> tuple[str, int] | None:
+    from readers.gate_page_http import parse_address
+
+    if text is None:
+        return None
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--gate-page") from None

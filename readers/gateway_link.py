@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -53,6 +54,7 @@ class _Pending:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.answer: contract.DecisionAnswer | None = None
+        self.sent = time.monotonic()
 
 
 class GatewayLink:
@@ -64,6 +66,8 @@ class GatewayLink:
         decision_keys: contract.DecisionKeys,
         clock_ms: Callable[[], int],
         heartbeat_s: float = HEARTBEAT_S,
+        on_site_message: Callable[[str, bytes], None] | None = None,
+        on_offline_ack: Callable[[bytes], None] | None = None,
     ) -> None:
         self.address = address
         self.reader = reader
@@ -80,11 +84,21 @@ class GatewayLink:
         self._quiet = threading.Event()  # set: the heartbeat stops
         self._heartbeat: threading.Thread | None = None
         self.status_topic = contract.reader_status_topic(reader)
+        # Offline operation: the retained site messages (kept for deciding offline) and upload acknowledgements.
+        self.on_site_message = on_site_message
+        self.on_offline_ack = on_offline_ack
+        self._answer_topic = contract.answer_topic(reader)
+        self._ack_topic = contract.offline_ack_topic(reader)
+        subscriptions = [(self._answer_topic, 1)]
+        if on_site_message is not None:
+            subscriptions += [(topic, 1) for topic in contract.SITE_TOPICS.values()]
+        if on_offline_ack is not None:
+            subscriptions.append((self._ack_topic, 1))
         self.client = make_client(
             address,
             f"reader-{reader}",
-            [(contract.answer_topic(reader), 1)],
-            on_message=self._on_answer,
+            subscriptions,
+            on_message=self._on_message,
             will=(self.status_topic, self._status("offline").to_json()),
             on_link=self._on_link,
         )
@@ -130,6 +144,7 @@ class GatewayLink:
             decodes=counters.decodes,
             decisions=counters.decisions,
             offline_queue=counters.offline_queue,
+            mode=getattr(counters, "mode", "online"),  # "offline" while deciding by the offline policy
         )
 
     def _beat(self) -> None:
@@ -166,9 +181,26 @@ class GatewayLink:
                 self._pending.pop(nonce, None)
         return pending.answer
 
-    def forward_to_bridge(self, answer: contract.DecisionAnswer) -> None:
-        """The bridge checks the gateway's signature again before it moves anything."""
+    def forward_to_bridge(self, answer: contract.DecisionAnswer | contract.OfflineAnswer) -> None:
+        """The bridge checks the signature (the gateway's, or this reader's offline key) before it moves anything."""
         self.client.publish(contract.gate_command_topic(self.gate), answer.to_json(), qos=1)
+
+    def upload(self, decision: contract.OfflineDecision) -> bool:
+        """Send one offline decision to the gateway; False when not connected (it stays queued anyway)."""
+        info = self.client.publish(contract.offline_upload_topic(self.reader), decision.to_json(), qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # An exception here would end paho's network thread, and with it the reader's link.
+        try:
+            if msg.topic == self._answer_topic:
+                self._on_answer(client, userdata, msg)
+            elif msg.topic == self._ack_topic and self.on_offline_ack is not None:
+                self.on_offline_ack(bytes(msg.payload))
+            elif self.on_site_message is not None:
+                self.on_site_message(msg.topic, bytes(msg.payload))
+        except Exception:
+            log.exception("reader %s: failed to handle a message on %s", self.reader, msg.topic)
 
     def _on_answer(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -185,8 +217,11 @@ class GatewayLink:
                 "reader %s: answer for no pending request (nonce %s) dropped", self.reader, answer.nonce
             )
             return
+        # Judge the answer's freshness on the gateway's clock, not this reader's (which may be minutes off):
+        # the gateway decided after the request left, so decided_ms + time since sending is never too early.
+        gateway_now_ms = answer.decided_ms + int((time.monotonic() - pending.sent) * 1000)
         problem = contract.answer_problem(
-            answer, self.keys, reader=self.reader, nonce=answer.nonce, gate=self.gate, now_ms=self.clock_ms()
+            answer, self.keys, reader=self.reader, nonce=answer.nonce, gate=self.gate, now_ms=gateway_now_ms
         )
         if problem is not None:
             self.rejected += 1

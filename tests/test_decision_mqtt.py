@@ -228,3 +228,22 @@ def test_reader_denies_as_gateway_unreachable_when_no_gateway_answers(broker) ->
         link.stop()
     assert [(o.allow, o.reason) for o in outcomes] == [(False, "gateway_unreachable")]
     assert forwarded == []
+
+
+@pytest.mark.parametrize("reader_clock_off_ms", [-10 * 60_000, 10 * 60_000])
+def test_a_reader_whose_clock_is_minutes_off_still_takes_genuine_answers(  # type: ignore[no-untyped-def]
+    running, broker, reader_clock_off_ms: int
+) -> None:
+    """Freshness is judged on the gateway's clock (decided_ms plus the time since the request left)."""
+    _, badge, instance = running
+    address = BrokerAddress("127.0.0.1", broker.port, "STA-G1-IN", broker.password("STA-G1-IN"))
+    link = GatewayLink(
+        address, "STA-G1-IN", "STA-G1", _decision_keys(instance), lambda: int(time.time() * 1000) + reader_clock_off_ms
+    )
+    link.start()
+    try:
+        answer = link.ask(badge.token, timeout_s=5)
+        assert answer is not None and (answer.allow, answer.reason) == (True, "granted")
+        assert link.rejected == 0
+    finally:
+        link.stop()

@@ -18,6 +18,8 @@ DEVICE_SIDE_MODULES = [
     "gateway.tokens",
     "gateway.site",
     "gateway.mqttlink",
+    "gateway.jsonlog",
+    "gateway.metrics_server",
     "readers.cli",
     "firmware_bridge.cli",
 ]

@@ -67,6 +67,9 @@ class Holder(Base):
     photo_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     reference: Mapped[str] = mapped_column(String(64), default="", server_default="")  # contingent's own number
+    # After retention removed the personal data: when, and a keyed hash of the name (gateway/retention.py).
+    personal_data_removed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    identity_hmac: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     organisation: Mapped[Organisation] = relationship(back_populates="holders")
     qualifications: Mapped[list[Qualification]] = relationship(back_populates="holder")
     badges: Mapped[list[Badge]] = relationship(back_populates="holder")
@@ -145,8 +148,12 @@ class AuditEntry(Base):
         Index("ix_audit_at", "at"),
         Index("ix_audit_kind_at", "kind", "at"),
         Index("ix_audit_gate_at", "gate", "at"),
-        Index("ix_audit_badge", "badge_id"),
-        Index("ix_audit_holder", "holder_id"),
+        # (column, seq): the leads' keyset pages, newest first, without a sort (migration 0006)
+        Index("ix_audit_gate_seq", "gate", "seq"),
+        Index("ix_audit_holder_seq", "holder_id", "seq"),
+        Index("ix_audit_badge_seq", "badge_id", "seq"),
+        Index("ix_audit_kind_seq", "kind", "seq"),
+        Index("ix_audit_reason_seq", "reason", "seq"),
     )
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     kind: Mapped[str] = mapped_column(String(24))  # decision, gate_event, badge_issued, badge_revoked, ...
@@ -246,3 +253,30 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Guard(Base):
+    """A holder who may log in to a reader's gate page with their badge and a PIN (managed by desk/admin)."""
+
+    __tablename__ = "guards"
+    holder_id: Mapped[str] = mapped_column(ForeignKey("holders.id"), primary_key=True)
+    pin_hash: Mapped[str] = mapped_column(String(255))
+    can_override: Mapped[bool] = mapped_column(Boolean, default=False)  # may force a grant despite a denial
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_pins: Mapped[int] = mapped_column(Integer, default=0)  # wrong PINs in a row
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    holder: Mapped[Holder] = relationship()
+
+
+class GuardSession(Base):
+    """A guard at a reader's post, from login until they leave it or go idle. Only the token's SHA-256 is kept."""
+
+    __tablename__ = "guard_sessions"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder_id: Mapped[str] = mapped_column(ForeignKey("guards.holder_id"), index=True)
+    reader: Mapped[str] = mapped_column(String(48))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -60,6 +60,8 @@ def create_app(instance_folder: Path, overrides: dict[str, Any] | None = None) -
         MAX_CONTENT_LENGTH=12 * 1024 * 1024,  # a contingent's CSV (10 MB) or a photo (8 MB), with form overhead
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session (12 h): a desk shift
         PHOTO_ROLES=("desk", "admin"),  # who may see holders' photos
+        NAME_ROLES=("desk", "lead", "admin"),  # who may see holders' names (gateway/web/personal.py)
+        MONITOR_STREAM_SECONDS=300,  # a live monitor stream ends after this; the browser reconnects where it was
     )
     if overrides:
         app.config.update(overrides)
@@ -67,18 +69,24 @@ def create_app(instance_folder: Path, overrides: dict[str, Any] | None = None) -
         instance_folder, site, engine, session_factory(engine), instance, instance_stamp(instance_folder)
     )
 
-    from gateway.web import admin, api, auth, desk, desk_import, keys, muster, oversight, threat
+    from gateway.web import admin, api, auth, desk, desk_import, keys, monitor, muster, oversight, personal, threat
 
     auth.init_app(app)
+    personal.init_app(app)
     app.register_blueprint(keys.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(oversight.bp)
     app.register_blueprint(threat.bp)
     app.register_blueprint(muster.bp)
+    app.register_blueprint(monitor.bp)
     app.register_blueprint(desk.bp)
     app.register_blueprint(desk_import.bp)
     app.register_blueprint(admin.bp)
     api.init_app(app)
+    from gateway.web import health, operations  # /healthz, /readyz, /metrics; the operations page
+
+    health.init_app(app)
+    app.register_blueprint(operations.bp)
     return app
 
 
