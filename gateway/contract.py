@@ -66,6 +66,14 @@ def gate_ack_topic(gate: str) -> str:
     return f"{PREFIX}/gates/{gate}/ack"
 
 
+def _code_in_topic(topic: str, area: str, leaf: str, what: str) -> str:
+    """The reader, gate or bridge code in `{PREFIX}/{area}/{code}/{leaf}`; ContractError for any other topic."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/{area}" or parts[4] != leaf:
+        raise ContractError(f"not {'an' if what[0] in 'aeiou' else 'a'} {what} topic: {topic!r}")
+    return _code(parts[3], f"topic {area.removesuffix('s')}")
+
+
 def reader_status_topic(reader: str) -> str:
     """Where a reader keeps its retained status (online with counters; its last will says offline)."""
     return f"{PREFIX}/readers/{reader}/status"
@@ -76,10 +84,7 @@ READER_STATUS_SUBSCRIPTION = f"{PREFIX}/readers/+/status"
 
 
 def reader_from_status_topic(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/readers" or parts[4] != "status":
-        raise ContractError(f"not a reader status topic: {topic!r}")
-    return _code(parts[3], "topic reader")
+    return _code_in_topic(topic, "readers", "status", "reader status")
 
 
 # The gateway's workers share the request load through an MQTT v5 shared subscription.
@@ -89,17 +94,11 @@ EVENT_SUBSCRIPTION = f"$share/{GATEWAY_SHARE_GROUP}/{PREFIX}/gates/+/event"
 
 
 def gate_from_event_topic(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/gates" or parts[4] != "event":
-        raise ContractError(f"not a gate event topic: {topic!r}")
-    return _code(parts[3], "topic gate")
+    return _code_in_topic(topic, "gates", "event", "gate event")
 
 
 def reader_from_request_topic(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/readers" or parts[4] != "request":
-        raise ContractError(f"not a request topic: {topic!r}")
-    return _code(parts[3], "topic reader")
+    return _code_in_topic(topic, "readers", "request", "request")
 
 
 # --- field checks ------------------------------------------------------------------------------------
@@ -340,10 +339,7 @@ BRIDGE_STATUS_SUBSCRIPTION = f"{PREFIX}/bridges/+/status"
 
 
 def bridge_from_status_topic(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/bridges" or parts[4] != "status":
-        raise ContractError(f"not a bridge status topic: {topic!r}")
-    return _code(parts[3], "topic bridge")
+    return _code_in_topic(topic, "bridges", "status", "bridge status")
 
 
 BRIDGE_STATES = ("online", "offline")
@@ -575,10 +571,7 @@ OFFLINE_UPLOAD_SUBSCRIPTION = f"$share/{GATEWAY_SHARE_GROUP}/{PREFIX}/readers/+/
 
 
 def reader_from_offline_topic(topic: str) -> str:
-    parts = topic.split("/")
-    if len(parts) != 5 or "/".join(parts[:3]) != f"{PREFIX}/readers" or parts[4] != "offline":
-        raise ContractError(f"not an offline upload topic: {topic!r}")
-    return _code(parts[3], "topic reader")
+    return _code_in_topic(topic, "readers", "offline", "offline upload")
 
 
 @dataclass(frozen=True)

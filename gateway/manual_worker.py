@@ -14,7 +14,7 @@ from paho.mqtt.properties import Properties
 
 from gateway import contract
 from gateway.manual_decisions import GuardDesk
-from gateway.mqtt_inbox import InboxWorker
+from gateway.mqtt_inbox import InboxWorker, Refused, reply_correlation
 from gateway.mqttlink import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -43,13 +43,11 @@ class GuardWorker(InboxWorker):
         if request.reader != reader:
             log.warning("ignored guard request on %s naming reader %s", msg.topic, request.reader)
             return None
-        props = msg.properties
-        expected = contract.guard_answer_topic(reader)
-        response_topic = getattr(props, "ResponseTopic", expected) if props else expected
-        if response_topic != expected:
-            log.warning("reader %s asked for guard answers on %s; refused", reader, response_topic)
+        try:
+            return request, reply_correlation(msg, contract.guard_answer_topic(reader))
+        except Refused as exc:
+            log.warning("reader %s %s (guard request); refused", reader, exc)
             return None
-        return request, getattr(props, "CorrelationData", None) if props else None
 
     def handle(self, batch: list[mqtt.MQTTMessage]) -> None:
         for accepted in map(self._accept, batch):

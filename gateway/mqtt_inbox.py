@@ -65,3 +65,17 @@ class InboxWorker:
                 self.handle(batch)
             except Exception:  # a fault in one batch must not stop the service
                 log.exception("%s: a batch of %d messages failed", self.name, len(batch))
+
+
+class Refused(Exception):
+    """A request asking for its answer anywhere but its reader's own answer topic."""
+
+
+def reply_correlation(msg: mqtt.MQTTMessage, own_answer_topic: str) -> bytes | None:
+    """The request's CorrelationData (MQTT v5 request/response), after checking that its ResponseTopic, if any, is
+    the requesting reader's own answer topic: a request cannot aim answers at another reader. Raises Refused."""
+    props = msg.properties
+    response_topic = getattr(props, "ResponseTopic", own_answer_topic) if props else own_answer_topic
+    if response_topic != own_answer_topic:
+        raise Refused(f"asked for answers on {response_topic}")
+    return getattr(props, "CorrelationData", None) if props else None
