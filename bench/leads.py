@@ -221,7 +221,9 @@ def export(sessions: sessionmaker[Session], site: Site, fmt: str, trace: bool) -
 
     def counted() -> Iterator[Sequence[Any]]:
         nonlocal rows
-        for batch in batches(sessions, site, Filter(), columns=exports.columns(fmt, dialect)):
+        for batch in batches(
+            sessions, site, Filter(), columns=exports.columns(fmt, dialect), driver_rows=fmt == "csv"
+        ):
             rows += len(batch)
             yield batch
 

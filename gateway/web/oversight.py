@@ -221,7 +221,9 @@ def export(fmt: str) -> Any:
     with svc.sessions() as s, s.begin():
         seq = exports.record(s, g.operator.username, fmt, f.as_args(), svc.now())
     select_list = exports.columns(fmt, svc.engine.dialect.name)
-    body = exports.chunks(fmt, audit_search.batches(svc.sessions, svc.site, f, columns=select_list))
+    body = exports.chunks(
+        fmt, audit_search.batches(svc.sessions, svc.site, f, columns=select_list, driver_rows=fmt == "csv")
+    )
     response = Response(stream_with_context(body), mimetype=exports.FORMATS[fmt].split(";")[0])
     if fmt == "csv":
         response.headers["Content-Type"] = exports.FORMATS["csv"]
