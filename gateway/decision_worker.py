@@ -16,13 +16,16 @@ from paho.mqtt.properties import Properties
 
 from gateway import contract
 from gateway.decisions import DecisionService
-from gateway.mqtt_inbox import InboxWorker
+from gateway.mqtt_inbox import InboxWorker, Refused, reply_correlation
 from gateway.mqttlink import BrokerAddress
 from gateway.rate_limit import ReaderRateLimit
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256  # requests decided in one transaction at most
+# Readers stop waiting after 1.5 s (readers/run.py). A request that waited longer in this process helps nobody:
+# deciding it anyway would spend the time the fresh ones need, and an overload would never end.
+STALE_AFTER_S = 1.5
 
 
 class DecisionWorker(InboxWorker):
@@ -47,6 +50,7 @@ class DecisionWorker(InboxWorker):
         # One reader flooding (rogue, or stuck in a loop) must not starve the other gates.
         self.rate_limit = rate_limit or ReaderRateLimit(time.monotonic)
         self.dropped = 0
+        self.shed = 0  # requests too old to be worth deciding (overload)
 
     def _accept(self, msg: mqtt.MQTTMessage) -> tuple[contract.DecisionRequest, bytes | None] | None:
         try:
@@ -67,17 +71,21 @@ class DecisionWorker(InboxWorker):
         if request.reader != reader:
             log.warning("ignored request on %s naming reader %s", msg.topic, request.reader)
             return None
-        props = msg.properties
-        expected = contract.answer_topic(reader)
-        response_topic = getattr(props, "ResponseTopic", expected) if props else expected
-        if response_topic != expected:
-            log.warning("reader %s asked for answers on %s; refused", reader, response_topic)
+        try:
+            return request, reply_correlation(msg, contract.answer_topic(reader))
+        except Refused as exc:
+            log.warning("reader %s %s; refused", reader, exc)
             return None
-        correlation = getattr(props, "CorrelationData", None) if props else None
-        return request, correlation
 
     def handle(self, batch: list[mqtt.MQTTMessage]) -> None:
-        accepted = [a for a in map(self._accept, batch) if a is not None]
+        now = time.monotonic()
+        fresh = [m for m in batch if now - m.timestamp <= STALE_AFTER_S]  # paho stamps arrival, monotonic
+        if len(fresh) < len(batch):
+            self.shed += len(batch) - len(fresh)
+            log.warning(
+                "overloaded: %d request(s) older than %.1f s shed, undecided", len(batch) - len(fresh), STALE_AFTER_S
+            )
+        accepted = [a for a in map(self._accept, fresh) if a is not None]
         if not accepted:
             return
         answers = self.service.answer_many([request for request, _ in accepted])
