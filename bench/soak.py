@@ -84,7 +84,7 @@ def database_url(choice: str, work: Path) -> tuple[str, str]:
     return choice, ""
 
 
-def soak(minutes: float, rate: float, database: str, holders: int) -> list[Window]:
+def soak(minutes: float, rate: float, database: str, holders: int, workers: int = 1) -> list[Window]:
     total_s = minutes * 60
     window_s = min(60.0, total_s / 3)
     count = max(1, round(total_s / window_s))
@@ -100,17 +100,19 @@ def soak(minutes: float, rate: float, database: str, holders: int) -> list[Windo
             pw = work / "gateway.pw"
             write_private(pw, creds[GATEWAY_USER].encode())
             try:
-                procs = start_workers(folder, files.port, pw, 1)
+                procs = start_workers(folder, files.port, pw, workers)
                 try:
-                    print(f"decision process pid {procs[0].pid}, RSS at start {rss_mib(procs[0].pid):.1f} MiB")
+                    pids = ", ".join(str(p.pid) for p in procs)
+                    print(f"decision process(es) {pids}, RSS at start {sum(rss_mib(p.pid) for p in procs):.1f} MiB")
                     print(f"\n{count} windows of {window_s:.0f} s at {rate:,.0f} requests/s, audit on {database}\n")
                     print("| window | sent | answered | answers/s | p50 ms | p99 ms | RSS MiB | audit entries |")
                     print("|---|---|---|---|---|---|---|---|")
                     for i in range(1, count + 1):
                         result = run_load(files.port, creds, tokens, "rate", rate, window_s)
-                        if procs[0].poll() is not None:
-                            raise RuntimeError(f"the decision process exited with {procs[0].returncode}")
-                        window = Window(i, result, rss_mib(procs[0].pid), audit_count(url))
+                        for proc in procs:
+                            if proc.poll() is not None:
+                                raise RuntimeError(f"a decision process exited with {proc.returncode}")
+                        window = Window(i, result, sum(rss_mib(p.pid) for p in procs), audit_count(url))
                         windows.append(window)
                         print(window.row(), flush=True)
                 finally:
@@ -144,12 +146,15 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second, all readers together")
     parser.add_argument("--database", default="sqlite", help="sqlite, postgresql (the test server) or a URL")
     parser.add_argument("--holders", type=int, default=200, help="badged holders the readers present")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="decision processes on the shared subscription (RSS is their sum)"
+    )
     opts = parser.parse_args()
     if opts.minutes <= 0 or opts.rate <= 0:
         parser.error("--minutes and --rate must be positive")
     print(f"# soak: {os.cpu_count()} cores, {opts.minutes:g} min at {opts.rate:,.0f}/s, audit on {opts.database}")
     started = time.monotonic()
-    windows = soak(opts.minutes, opts.rate, opts.database, opts.holders)
+    windows = soak(opts.minutes, opts.rate, opts.database, opts.holders, opts.workers)
     print(summary(windows))
     print(f"(wall time {time.monotonic() - started:.0f} s)")
 

@@ -116,3 +116,39 @@ def test_a_trail_export_link_carries_the_holder_filter(app: Flask, data: Data) -
     assert form is not None
     rows = list(csv.DictReader(io.StringIO(lead.post(form.group(1).replace("&amp;", "&")).get_data(as_text=True))))
     assert {r["holder_id"] for r in rows} == {martin} and {r["kind"] for r in rows} >= {"decision", "gate_event"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_overrides_at_the_gate_export_on_their_own(app: Flask, instance: Instance, data: Data) -> None:  # noqa: F811
+    """A guard's forced grant (as gateway/manual_decisions.py writes it) is found and exported by mode."""
+    import datetime as dt
+
+    from gateway import audit
+
+    now = dt.datetime.now(dt.UTC)
+    with session_factory(make_engine(instance.settings.database_url))() as s, s.begin():
+        forced = audit.append(
+            s,
+            audit.Entry(
+                kind="decision",
+                ref="f" * 32,
+                at=now,
+                recorded_at=now,
+                reader="STA-G1-IN",
+                gate="STA-G1",
+                holder_id=data.holders["Martin"],
+                operator="guard:G1",
+                allow=True,
+                reason="forced_grant",
+                mode="forced",
+                detail="medical emergency: casualty in the stand",
+            ),
+        )
+    rows = list(
+        csv.DictReader(
+            io.StringIO(logged_in(app, "lead1").post("/leads/search/export.csv?mode=forced").get_data(as_text=True))
+        )
+    )
+    assert [(int(r["seq"]), r["mode"], r["operator"], r["reason"]) for r in rows] == [
+        (forced.seq, "forced", "guard:G1", "forced_grant")
+    ]
