@@ -3,7 +3,7 @@
 CSV cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR) get a leading apostrophe:
 a holder's name, an operator's name or a detail comes from outside and must never become a formula on a lead's
 laptop. The database does that work (and formats the times) in the export's SELECT, so Python only joins
-lines: an export streams well over 100,000 rows a second. JSON is data, not a spreadsheet: written as it is.
+lines (measured rates: docs/performance.md). JSON is data, not a spreadsheet: written as it is.
 """
 
 from __future__ import annotations
