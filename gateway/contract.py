@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -413,9 +413,7 @@ def _thumbprint(raw: bytes) -> str:
 
 
 def sign_answer(answer: DecisionAnswer, private_key: Ed25519PrivateKey) -> DecisionAnswer:
-    kid = key_id(private_key.public_key())
-    unsigned = replace(answer, kid=kid, sig="")
-    return replace(unsigned, sig=b64url(private_key.sign(unsigned.signing_bytes())))
+    return _signed(answer, private_key)
 
 
 def public_key_from_pem(pem: bytes) -> Ed25519PublicKey:
@@ -518,10 +516,7 @@ class SiteMessage:
 
 
 def sign_site_message(message: SiteMessage, private_key: Ed25519PrivateKey) -> SiteMessage:
-    unsigned = SiteMessage(
-        message.kind, message.version, message.issued_ms, message.body, key_id(private_key.public_key())
-    )
-    return SiteMessage(**{**unsigned.__dict__, "sig": b64url(private_key.sign(unsigned.signing_bytes()))})
+    return _signed(message, private_key)
 
 
 def site_message_problem(message: SiteMessage, keys: DecisionKeys) -> str | None:
@@ -612,8 +607,7 @@ class OfflineAnswer:
 
 
 def sign_offline_answer(answer: OfflineAnswer, private_key: Ed25519PrivateKey) -> OfflineAnswer:
-    unsigned = OfflineAnswer(**{**asdict(answer), "kid": key_id(private_key.public_key()), "sig": ""})
-    return OfflineAnswer(**{**asdict(unsigned), "sig": b64url(private_key.sign(unsigned.signing_bytes()))})
+    return _signed(answer, private_key)
 
 
 ReaderKeys = Mapping[str, Ed25519PublicKey]  # reader code -> that reader's offline public key
@@ -849,8 +843,7 @@ class GuardAnswer:
 
 
 def sign_guard_answer(answer: GuardAnswer, private_key: Ed25519PrivateKey) -> GuardAnswer:
-    unsigned = GuardAnswer(**{**asdict(answer), "kid": key_id(private_key.public_key()), "sig": ""})
-    return GuardAnswer(**{**asdict(unsigned), "sig": b64url(private_key.sign(unsigned.signing_bytes()))})
+    return _signed(answer, private_key)
 
 
 def guard_answer_problem(answer: GuardAnswer, keys: DecisionKeys, *, reader: str, nonce: str) -> str | None:
@@ -875,3 +868,12 @@ def decision_in(body: Mapping[str, Any]) -> DecisionAnswer | None:
     if not isinstance(raw, dict):
         return None
     return DecisionAnswer.from_json(_dump(raw))
+
+
+_Signed = TypeVar("_Signed", DecisionAnswer, SiteMessage, OfflineAnswer, GuardAnswer)
+
+
+def _signed(message: _Signed, private_key: Ed25519PrivateKey) -> _Signed:
+    """The message with `kid` naming the key and `sig` over every other field (its signing_bytes)."""
+    unsigned = replace(message, kid=key_id(private_key.public_key()), sig="")
+    return replace(unsigned, sig=b64url(private_key.sign(unsigned.signing_bytes())))
