@@ -877,3 +877,22 @@ def _signed(message: _Signed, private_key: Ed25519PrivateKey) -> _Signed:
     """The message with `kid` naming the key and `sig` over every other field (its signing_bytes)."""
     unsigned = replace(message, kid=key_id(private_key.public_key()), sig="")
     return replace(unsigned, sig=b64url(private_key.sign(unsigned.signing_bytes())))
+
+
+def reader_status_on(topic: str, payload: bytes) -> ReaderStatus:
+    """A reader status as received: well formed, and naming the reader whose topic it came on (the ACL lets a
+    reader write only its own), else ContractError."""
+    reader = reader_from_status_topic(topic)
+    status = ReaderStatus.from_json(payload)
+    if status.reader != reader:
+        raise ContractError(f"status on {topic} names reader {status.reader}")
+    return status
+
+
+def bridge_status_on(topic: str, payload: bytes) -> BridgeStatus:
+    """A bridge status as received: well formed, and naming the bridge whose topic it came on, else ContractError."""
+    bridge = bridge_from_status_topic(topic)
+    status = BridgeStatus.from_json(payload)
+    if status.bridge != bridge:
+        raise ContractError(f"status on {topic} names bridge {status.bridge}")
+    return status

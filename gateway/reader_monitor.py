@@ -70,14 +70,11 @@ class ReaderMonitor:
             self._on_bridge_status(msg)
             return
         try:
-            reader = contract.reader_from_status_topic(msg.topic)
-            status = contract.ReaderStatus.from_json(bytes(msg.payload))
+            status = contract.reader_status_on(msg.topic, bytes(msg.payload))
         except contract.ContractError as exc:
             log.warning("ignored status on %s: %s", msg.topic, exc)
             return
-        if status.reader != reader:
-            log.warning("ignored status on %s naming reader %s", msg.topic, status.reader)
-            return
+        reader = status.reader
         if status.state == "online" and not msg.retain:
             # A retained status may be hours old, and a will's at_ms is the connection's: only live ones count.
             try:
@@ -189,14 +186,11 @@ class ReaderMonitor:
         if not msg.payload:
             return  # a retained status cleared by hand: nothing happened to the bridge
         try:
-            bridge = contract.bridge_from_status_topic(msg.topic)
-            status = contract.BridgeStatus.from_json(bytes(msg.payload))
+            status = contract.bridge_status_on(msg.topic, bytes(msg.payload))
         except contract.ContractError as exc:
             log.warning("ignored status on %s: %s", msg.topic, exc)
             return
-        if status.bridge != bridge:
-            log.warning("ignored status on %s naming bridge %s", msg.topic, status.bridge)
-            return
+        bridge = status.bridge
         try:
             self.record_bridge(status)
         except Exception:  # the database may be away; the retained status is delivered again on reconnect

@@ -75,14 +75,11 @@ class StatusBoard:
             self._on_bridge_status(msg)
             return
         try:
-            reader = contract.reader_from_status_topic(msg.topic)
-            status = contract.ReaderStatus.from_json(bytes(msg.payload))
+            status = contract.reader_status_on(msg.topic, bytes(msg.payload))
         except contract.ContractError as exc:
             log.warning("ignored status on %s: %s", msg.topic, exc)
             return
-        if status.reader != reader:
-            log.warning("ignored status on %s naming reader %s", msg.topic, status.reader)
-            return
+        reader = status.reader
         with self._lock:
             self._readers[reader] = Heard(status, self.clock_ms(), live=not msg.retain)
 
@@ -92,13 +89,10 @@ class StatusBoard:
                 self._bridges.pop(msg.topic.split("/")[3], None)
             return
         try:
-            bridge = contract.bridge_from_status_topic(msg.topic)
-            status = contract.BridgeStatus.from_json(bytes(msg.payload))
+            status = contract.bridge_status_on(msg.topic, bytes(msg.payload))
         except contract.ContractError as exc:
             log.warning("ignored status on %s: %s", msg.topic, exc)
             return
-        if status.bridge != bridge:
-            log.warning("ignored status on %s naming bridge %s", msg.topic, status.bridge)
-            return
+        bridge = status.bridge
         with self._lock:
             self._bridges[bridge] = HeardBridge(status, self.clock_ms())
