@@ -287,10 +287,12 @@ def test_several_controllers_on_one_bus_each_obey_only_their_own_address() -> No
         link.deny(3, "NO")
         assert turnstiles[2].wait_pulses(1, WAIT_S)
         assert turnstiles[3].wait_until(lambda t: t.text == "NO", WAIT_S)
-        link.deny(1, "BARRIER")  # commands go out in order: once this shows, nothing else is on its way
+        link.deny(1, "BARRIER")
         assert turnstiles[1].wait_until(lambda t: t.text == "BARRIER", WAIT_S)
+        # Each address has its own command queue, so their order across addresses is not fixed: wait for each.
+        assert turnstiles[2].wait_until(lambda t: t.led_history == ["green"], WAIT_S)
+        assert turnstiles[3].wait_until(lambda t: t.led_history == ["red"], WAIT_S)
         assert [turnstiles[a].relay_pulses for a in (1, 2, 3)] == [0, 1, 0]
-        assert turnstiles[2].led_history == ["green"] and turnstiles[3].led_history == ["red"]
 
         turnstiles[3].tamper()
         seen: list[tuple[int, str]] = []
