@@ -95,6 +95,15 @@ def facts_for(db: Session | Raw, claims: core.BadgeClaims) -> core.HolderFacts:
     return facts_for_many(db, [claims])[claims.badge_id]
 
 
+def earlier_sql(nonces: int) -> str:
+    """What the audit holds for a batch's nonces. By `ref` alone, the unique index: with `kind = 'decision'` in
+    the WHERE too, SQLite walked the (kind, seq) index through every decision ever logged, per batch."""
+    return (
+        "SELECT kind, ref, reader, gate, allow, reason, badge_id, at, expires_ms FROM audit_entries "
+        f"WHERE ref IN ({placeholders(nonces)})"
+    )
+
+
 @dataclass(frozen=True)
 class _Recorded:
     """What the audit holds of a decision already taken for a nonce."""
@@ -222,19 +231,12 @@ class DecisionService:
         self, raw: Raw, requests: Sequence[contract.DecisionRequest]
     ) -> dict[str, contract.DecisionAnswer]:
         nonces = sorted({r.nonce for r in requests})
-        by_nonce = {
-            row[0]: row
-            for row in raw.rows(
-                "SELECT ref, reader, gate, allow, reason, badge_id, at, expires_ms FROM audit_entries "
-                f"WHERE kind = 'decision' AND ref IN ({placeholders(len(nonces))})",
-                nonces,
-            )
-        }
+        by_nonce = {row[1]: row for row in raw.rows(earlier_sql(len(nonces)), nonces) if row[0] == "decision"}
         out = {}
         for request in requests:
             row = by_nonce.get(request.nonce)
             if row is not None:
-                _ref, reader, gate, allow, reason, badge_id, at, expires_ms = row
+                _kind, _ref, reader, gate, allow, reason, badge_id, at, expires_ms = row
                 out[request.nonce] = self._replay(
                     request, _Recorded(reader, gate, bool(allow), reason, badge_id, raw.when(at), expires_ms)
                 )

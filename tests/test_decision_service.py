@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from gateway import badges, contract
 from gateway.audit_verify import verify_database
-from gateway.db.engine import make_engine, session_factory
+from gateway.db.engine import make_engine, session_factory, upgrade
 from gateway.db.models import AuditEntry
+from gateway.decisions import earlier_sql
 from tests.factories import badged_holder, decision_service
 
 NOW = dt.datetime(2026, 7, 26, 19, 30, tzinfo=dt.UTC)
@@ -133,3 +134,14 @@ def test_unloggable_decision_is_a_denial(world) -> None:  # type: ignore[no-unty
     assert (answer.allow, answer.reason) == (False, "not_logged")
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(AuditEntry)) == 0
+
+
+def test_the_nonce_look_up_reads_the_unique_nonce_index_not_every_decision(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # With `kind = 'decision'` beside `ref IN (...)`, SQLite chose the (kind, seq) index and walked every
+    # decision ever logged, per batch: 4.5 ms a batch at 30,000 entries, growing with the audit.
+    url = f"sqlite:///{tmp_path / 'plan.db'}"
+    upgrade(url)
+    with make_engine(url).connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + earlier_sql(3), ("a", "b", "c")).all()
+    [(*_, step)] = plan
+    assert step.startswith("SEARCH audit_entries USING INDEX") and step.endswith("(ref=?)"), step
