@@ -16,6 +16,7 @@ import click
 from sqlalchemy import select
 
 from gateway import badges, jsonlog
+from gateway.badge_cache import DEFAULT_ENTRIES as DEFAULT_BADGE_CACHE
 from gateway.broker_setup import write_broker_files
 from gateway.db.engine import make_engine, session_factory, upgrade
 from gateway.db.models import GateRecord, Holder, Operator, ReaderRecord
@@ -295,6 +296,13 @@ def _wait_for_signal() -> None:
     show_default=True,
     help="Requests a reader may send at once after a quiet spell.",
 )
+@click.option(
+    "--badge-cache",
+    type=click.IntRange(min=0),
+    default=DEFAULT_BADGE_CACHE,
+    show_default=True,
+    help="Badge tokens kept as verified (their signature is not checked again); 0 checks every scan in full.",
+)
 def decide(
     instance_path: str,
     broker_host: str,
@@ -305,6 +313,7 @@ def decide(
     metrics_host: str,
     reader_rate: float,
     reader_burst: int,
+    badge_cache: int,
 ) -> None:
     """Run the decision service: answer readers over MQTT, audit first."""
     import time
@@ -315,7 +324,14 @@ def decide(
     metrics = (metrics_host, metrics_port) if metrics_port is not None else None
     limit = ReaderRateLimit(time.monotonic, rate=reader_rate, burst=reader_burst)
     process = decision_process(
-        _instance(instance_path), broker_host, broker_port, password_file, worker, metrics, rate_limit=limit
+        _instance(instance_path),
+        broker_host,
+        broker_port,
+        password_file,
+        worker,
+        metrics,
+        rate_limit=limit,
+        badge_cache=badge_cache,
     )
     try:
         process.start()

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from gateway.badge_cache import DEFAULT_ENTRIES as DEFAULT_BADGE_CACHE
+from gateway.badge_cache import VerifiedBadges
 from gateway.broker_setup import GATEWAY_USER
 from gateway.checkpoints import CheckpointWriter
 from gateway.db.engine import make_engine, session_factory
@@ -67,6 +69,7 @@ class DecisionProcess:
         metrics_address: tuple[str, int] | None = None,
         heartbeat_s: float = HEARTBEAT_S,
         rate_limit: ReaderRateLimit | None = None,
+        badge_cache: int = DEFAULT_BADGE_CACHE,
     ) -> None:
         site = load_site(instance.settings.site_file)
         sessions = session_factory(make_engine(instance.settings.database_url))
@@ -82,6 +85,7 @@ class DecisionProcess:
             issuer=instance.settings.issuer,
             sessions=decision_sessions,
             clock=utc_now,
+            badges=VerifiedBadges(badge_cache),
             metrics=self.metrics,
         )
         self.decisions = DecisionWorker(service, address, client_id=f"gateway-{worker}", rate_limit=rate_limit)
@@ -170,6 +174,7 @@ def decision_process(
     worker: str,
     metrics_address: tuple[str, int] | None = None,
     rate_limit: ReaderRateLimit | None = None,
+    badge_cache: int = DEFAULT_BADGE_CACHE,
 ) -> DecisionProcess:
     address = BrokerAddress.from_password_file(host, port, GATEWAY_USER, password_file)
-    return DecisionProcess(instance, address, worker, metrics_address, rate_limit=rate_limit)
+    return DecisionProcess(instance, address, worker, metrics_address, rate_limit=rate_limit, badge_cache=badge_cache)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gateway import audit, contract, core, tokens
+from gateway import audit, contract, core
+from gateway.badge_cache import VerifiedBadges
 from gateway.db.rawsql import Raw, placeholders, transaction
 from gateway.instance import Keyring
 from gateway.jsonlog import scan
@@ -124,6 +125,7 @@ class DecisionService:
     issuer: str
     sessions: sessionmaker[Session]
     clock: Callable[[], dt.datetime]
+    badges: VerifiedBadges = field(default_factory=VerifiedBadges)  # tokens already checked (gateway/badge_cache.py)
 
     @property
     def engine(self) -> Engine:
@@ -160,7 +162,7 @@ class DecisionService:
     ) -> list[contract.DecisionAnswer]:
         keyring = self.keyring()
         verified = [
-            tokens.verify_token(r.token, keyring.badge_public, self.issuer, self.site.zone_for_badge_code)
+            self.badges.verify(r.token, keyring.badge_public, self.issuer, self.site.zone_for_badge_code)
             for r in requests
         ]
         claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
