@@ -102,6 +102,7 @@ def _load(
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = contract.answer_topic(reader)
         props.CorrelationData = nonce.encode()
+        props.MessageExpiryInterval = contract.REQUEST_EXPIRY_S
         body = contract.DecisionRequest(reader=reader, nonce=nonce, token=token, sent_ms=int(time.time() * 1000))
         with lock:
             sent_at[nonce] = time.perf_counter()
@@ -173,6 +174,7 @@ def _load_wire(
             body.to_json(),
             contract.answer_topic(reader),
             nonce.encode(),
+            contract.REQUEST_EXPIRY_S,  # as readers send them: the broker drops what waited too long
         )
         sent_at[nonce.encode()] = time.perf_counter()
         client.send(packet)
@@ -259,7 +261,9 @@ def start_echo(port: int, password: str) -> mp.Process:
     return proc
 
 
-def start_workers(folder: Path, port: int, password_file: Path, count: int) -> list[subprocess.Popen[bytes]]:
+def start_workers(
+    folder: Path, port: int, password_file: Path, count: int, badge_cache: int | None = None
+) -> list[subprocess.Popen[bytes]]:
     procs = []
     for n in range(count):
         log = folder / f"worker{n}.log"
@@ -284,6 +288,7 @@ def start_workers(folder: Path, port: int, password_file: Path, count: int) -> l
                     "100000",
                     "--reader-burst",
                     "100000",
+                    *([] if badge_cache is None else ["--badge-cache", str(badge_cache)]),
                 ],
                 cwd=ROOT,
                 stdout=out,
@@ -370,10 +375,20 @@ def main() -> None:
         help="load generator: 'wire' (one thread, plain sockets; default) or 'paho' (one paho client per reader)",
     )
     parser.add_argument("--rates", default="500,1000,2000", help="fixed request rates to run, per second")
+    parser.add_argument(
+        "--badge-cache",
+        type=int,
+        default=None,
+        help="workers' --badge-cache (0: every badge signature checked at every scan; default: the product's)",
+    )
     opts = parser.parse_args()
     rates = [int(r) for r in opts.rates.split(",")]
     seconds = 3.0 if opts.quick else 10.0
-    print(f"# decisions bench: {os.cpu_count()} cores, {seconds:.0f} s per run, {len(READERS)} simulated readers")
+    cache = "product default" if opts.badge_cache is None else opts.badge_cache
+    print(
+        f"# decisions bench: {os.cpu_count()} cores, {seconds:.0f} s per run, {len(READERS)} simulated readers, "
+        f"200 badges, badge cache {cache}"
+    )
     header = "| run | sent | answered | answers/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|"
     for db in opts.databases.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -405,7 +420,7 @@ def main() -> None:
                     print(row(f"echo floor, {rate}/s", r))
                 stop([echo])
                 for workers in (1, 2):
-                    procs = start_workers(folder, files.port, pw, workers)
+                    procs = start_workers(folder, files.port, pw, workers, opts.badge_cache)
                     try:
                         print(
                             row(

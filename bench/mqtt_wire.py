@@ -43,8 +43,12 @@ def subscribe_packet(packet_id: int, topic: str) -> bytes:
     return _packet(0x82, struct.pack(">H", packet_id) + b"\x00" + _str(topic) + b"\x01")
 
 
-def publish_packet(topic: str, packet_id: int, payload: bytes, response_topic: str, correlation: bytes) -> bytes:
+def publish_packet(
+    topic: str, packet_id: int, payload: bytes, response_topic: str, correlation: bytes, expiry_s: int | None = None
+) -> bytes:
     props = b"\x08" + _str(response_topic) + b"\x09" + _str(correlation)
+    if expiry_s is not None:  # Message Expiry Interval, as readers set it on decision requests
+        props += b"\x02" + struct.pack(">I", expiry_s)
     body = _str(topic) + struct.pack(">H", packet_id) + _varint(len(props)) + props + payload
     return _packet(0x32, body)
 

@@ -143,6 +143,9 @@ def write_broker_files(folder: Path, site: Site, port: int, host: str = "127.0.0
         "set_tcp_nodelay true",
         "persistence false",
         "max_packet_size 65536",
+        # QoS 1 messages a client may have unacknowledged (the Receive Maximum the broker announces; 20 by
+        # default). The decision service answers in batches of up to 128, so 20 held answers back a turn.
+        "max_inflight_messages 1000",
         "log_type error",
         "log_type warning",
         "log_type notice",

@@ -27,6 +27,9 @@ PREFIX = "acs/v1"
 MAX_PAYLOAD_BYTES = 4096
 MAX_TOKEN_CHARS = 1024
 ANSWER_TTL_MS = 5000  # how long a signed answer may be acted on
+# A decision request older than this at the broker is dropped there (MQTT v5 Message Expiry Interval, whole
+# seconds): its reader has given up by then (1.5 s), and a gateway that fell behind must not spend its time on it.
+REQUEST_EXPIRY_S = 1
 _SIGNING_DOMAIN = b"acs-decision-v1\n"  # keeps decision signatures from meaning anything elsewhere
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,47}\Z")
 _NONCE = re.compile(r"^[0-9a-f]{32}\Z")

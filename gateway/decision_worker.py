@@ -2,7 +2,8 @@
 
 The answer goes to the request's ResponseTopic with its CorrelationData (MQTT v5 request/response), but
 only when that topic is the requesting reader's own answer topic: a request cannot aim answers elsewhere.
-Requests are handled on one worker thread, off paho's network thread, so the link stays serviced.
+Requests are decided on paho's network thread, right after each read (gateway/mqtt_inbox.py): a batch is
+whatever the socket held, and its answers are written on the next turn of the loop.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from gateway.rate_limit import ReaderRateLimit
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 256  # requests decided in one transaction at most
+MAX_BATCH = 128  # requests decided in one transaction at most, and read ahead at most (ReceiveMaximum)
 # Readers stop waiting after 1.5 s (readers/run.py). A request that waited longer in this process helps nobody:
 # deciding it anyway would spend the time the fresh ones need, and an overload would never end.
 STALE_AFTER_S = 1.5
@@ -44,6 +45,7 @@ class DecisionWorker(InboxWorker):
             name="decisions",
             max_batch=MAX_BATCH,
             if_full="the reader will time out",
+            on_network_thread=True,  # a reader waits for each answer: no hand-over between threads
         )
         self.service = service
         self.handled = 0

@@ -6,6 +6,7 @@ reconnect restores them.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -15,8 +16,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,24 +48,40 @@ def make_client(
     on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None] | None = None,
     will: tuple[str, bytes] | None = None,
     on_link: Callable[[bool], None] | None = None,
+    client_class: type[mqtt.Client] = mqtt.Client,
+    max_inflight: int | None = None,
 ) -> mqtt.Client:
-    """A v5 client that (re)subscribes on every connect and reports link changes to `on_link`."""
-    client = mqtt.Client(
+    """A v5 client that (re)subscribes on every connect and reports link changes to `on_link`.
+
+    `max_inflight` raises paho's limit of 20 unacknowledged QoS 1 messages sent; the broker must accept as many
+    (the configuration `gateway` writes does)."""
+    client = client_class(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(address.username, address.password)
     client.on_socket_open = _nodelay
+    if max_inflight is not None:
+        client.max_inflight_messages_set(max_inflight)
     client.reconnect_delay_set(min_delay=1, max_delay=4)
     if will is not None:
         client.will_set(will[0], will[1], qos=1, retain=True)
     if on_message is not None:
         client.on_message = on_message
 
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, _p: Properties | None) -> None:
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode, props: Properties | None) -> None:
         if reason.is_failure:
             return
+        # Absent from CONNACK, the broker's Receive Maximum is 65,535 (MQTT v5). paho cannot lower its own limit
+        # on an open connection: say so when the broker (not one set up by `gateway broker-config`) wants fewer.
+        if max_inflight is not None and getattr(props, "ReceiveMaximum", 65_535) < max_inflight:
+            log.warning(
+                "the MQTT broker accepts %d unacknowledged messages, %s sends up to %d: set max_inflight_messages",
+                props.ReceiveMaximum,  # type: ignore[union-attr]
+                client_id,
+                max_inflight,
+            )
         for topic, qos in subscriptions:
             c.subscribe(topic, qos=qos)
         if on_link is not None:
@@ -76,8 +96,13 @@ def make_client(
     return client
 
 
-def connect_and_wait(client: mqtt.Client, address: BrokerAddress, timeout_s: float = 10.0) -> None:
-    """Connect, start the network thread, and wait for the broker's CONNACK (raises on refusal or time-out)."""
+def connect_and_wait(
+    client: mqtt.Client, address: BrokerAddress, timeout_s: float = 10.0, receive_maximum: int | None = None
+) -> None:
+    """Connect, start the network thread, and wait for the broker's CONNACK (raises on refusal or time-out).
+
+    `receive_maximum` caps the QoS 1 messages the broker sends before they are acknowledged (MQTT v5); the
+    rest wait at the broker, where their expiry still applies."""
     done = threading.Event()
     outcome: list[ReasonCode] = []
     previous: Any = client.on_connect  # paho types it as a union of every callback API version
@@ -89,7 +114,11 @@ def connect_and_wait(client: mqtt.Client, address: BrokerAddress, timeout_s: flo
         done.set()
 
     client.on_connect = on_connect
-    client.connect_async(address.host, address.port, keepalive=15)
+    properties = None
+    if receive_maximum is not None:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.ReceiveMaximum = receive_maximum
+    client.connect_async(address.host, address.port, keepalive=15, properties=properties)
     client.loop_start()
     if not done.wait(timeout_s):
         client.loop_stop()

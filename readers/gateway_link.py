@@ -171,6 +171,7 @@ class GatewayLink:
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         props.ResponseTopic = contract.answer_topic(self.reader)
         props.CorrelationData = nonce.encode()
+        props.MessageExpiryInterval = contract.REQUEST_EXPIRY_S
         try:
             self.client.publish(
                 contract.request_topic(self.reader), request.to_json(), qos=1, properties=props
