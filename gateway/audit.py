@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from gateway.db.models import AuditEntry
-from gateway.db.rawsql import Raw, placeholders
+from gateway.db.rawsql import Query, Raw, placeholders
 
 GENESIS = "0" * 64
 _CHAIN_LOCK = 0x41435321  # PostgreSQL advisory lock key of the audit chain ("ACS!")
@@ -80,11 +80,15 @@ def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
     return chain_hash(prev_hash, seq, [getattr(entry, name) for name in _FIELDS])
 
 
+_HEAD: Query = ("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
+
+
 def _head(raw: Raw) -> tuple[int, str]:
     """Lock the chain for this transaction and return its last (seq, hash)."""
-    if not raw.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
-        raw.rows("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,))
-    head = raw.rows("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1")
+    if raw.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
+        head = raw.rows(*_HEAD)
+    else:  # in one round trip; the head is read after the lock is held (statements run in order)
+        _locked, head = raw.rows_many([("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,)), _HEAD])
     return (head[0][0], head[0][1]) if head else (0, GENESIS)
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core
 from gateway.badge_cache import VerifiedBadges
-from gateway.db.rawsql import Raw, placeholders, transaction
+from gateway.db.rawsql import Query, Raw, placeholders, transaction
 from gateway.instance import Keyring
 from gateway.jsonlog import scan
 from gateway.site import Site, TimeWindow
@@ -30,49 +31,59 @@ log = logging.getLogger(__name__)
 THREAT_LEVEL_KEY = "threat_level"
 
 
-def current_threat_level(db: Session | Raw, site: Site) -> str:
-    rows = Raw.of(db).rows("SELECT value FROM site_state WHERE key = ?", (THREAT_LEVEL_KEY,))
+THREAT_LEVEL_QUERY: Query = ("SELECT value FROM site_state WHERE key = ?", (THREAT_LEVEL_KEY,))
+OCCUPANCY_QUERY: Query = ("SELECT zone, count FROM occupancy", ())
+
+
+def threat_level_from(rows: Sequence[tuple[Any, ...]], site: Site) -> str:
     return rows[0][0] if rows and rows[0][0] in site.threat_levels else site.default_threat_level
 
 
+def current_threat_level(db: Session | Raw, site: Site) -> str:
+    return threat_level_from(Raw.of(db).rows(*THREAT_LEVEL_QUERY), site)
+
+
 def current_occupancy(db: Session | Raw) -> dict[str, int]:
-    return dict(Raw.of(db).rows("SELECT zone, count FROM occupancy"))
+    return dict(Raw.of(db).rows(*OCCUPANCY_QUERY))
 
 
-def facts_for_many(db: Session | Raw, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
-    """Facts for every badge of a batch, keyed by badge id, in four set-based statements (the hot path)."""
+def facts_queries(claims: Sequence[core.BadgeClaims]) -> list[Query]:
+    """The four set-based statements that read the facts of a batch's badges (none for no badge)."""
     if not claims:
-        return {}
-    raw = Raw.of(db)
+        return []
     badge_ids = sorted({c.badge_id for c in claims})
     holder_ids = sorted({c.holder_id for c in claims})
     in_badges, in_holders = placeholders(len(badge_ids)), placeholders(len(holder_ids))
-    on_record = {
-        badge: (holder, revocation is not None)
-        for badge, holder, revocation in raw.rows(
+    return [
+        (
             "SELECT b.id, b.holder_id, r.id FROM badges b LEFT JOIN revocations r ON r.badge_id = b.id "
             f"WHERE b.id IN ({in_badges})",
             badge_ids,
-        )
-    }
-    holders = {
-        row[0]: row
-        for row in raw.rows(
+        ),
+        (
             "SELECT h.id, h.status, h.role, p.zone, p.since FROM holders h "
             f"LEFT JOIN positions p ON p.holder_id = h.id WHERE h.id IN ({in_holders})",
             holder_ids,
-        )
-    }
+        ),
+        (f"SELECT holder_id, kind, expires_at FROM qualifications WHERE holder_id IN ({in_holders})", holder_ids),
+        (f"SELECT holder_id, days, starts, ends FROM shifts WHERE holder_id IN ({in_holders}) ORDER BY id", holder_ids),
+    ]
+
+
+def facts_from(
+    raw: Raw, results: Sequence[Sequence[tuple[Any, ...]]], claims: Sequence[core.BadgeClaims]
+) -> dict[str, core.HolderFacts]:
+    """Facts for every badge of a batch, keyed by badge id, from the rows of `facts_queries`."""
+    if not claims:
+        return {}
+    badges, holder_rows, qualification_rows, shift_rows = results
+    on_record = {badge: (holder, revocation is not None) for badge, holder, revocation in badges}
+    holders = {row[0]: row for row in holder_rows}
     qualifications: dict[str, dict[str, dt.datetime | None]] = {}
-    for holder_id, kind, expires in raw.rows(
-        f"SELECT holder_id, kind, expires_at FROM qualifications WHERE holder_id IN ({in_holders})", holder_ids
-    ):
+    for holder_id, kind, expires in qualification_rows:
         qualifications.setdefault(holder_id, {})[kind] = raw.time_out(expires)
     shifts: dict[str, list[TimeWindow]] = {}
-    for holder_id, days, starts, ends in raw.rows(
-        f"SELECT holder_id, days, starts, ends FROM shifts WHERE holder_id IN ({in_holders}) ORDER BY id",
-        holder_ids,
-    ):
+    for holder_id, days, starts, ends in shift_rows:
         shifts.setdefault(holder_id, []).append(TimeWindow.weekly(days, starts, ends))
     out: dict[str, core.HolderFacts] = {}
     for c in claims:
@@ -90,6 +101,11 @@ def facts_for_many(db: Session | Raw, claims: Sequence[core.BadgeClaims]) -> dic
             ),
         )
     return out
+
+
+def facts_for_many(db: Session | Raw, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
+    raw = Raw.of(db)
+    return facts_from(raw, raw.rows_many(facts_queries(claims)), claims)
 
 
 def facts_for(db: Session | Raw, claims: core.BadgeClaims) -> core.HolderFacts:
@@ -168,11 +184,16 @@ class DecisionService:
         claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
         answers: list[contract.DecisionAnswer] = []
         entries: list[audit.Entry] = []
+        nonces = sorted({r.nonce for r in requests})
         with transaction(self.engine) as raw:
-            earlier = self._earlier_many(raw, requests)
-            level = current_threat_level(raw, self.site)
-            occupancy = current_occupancy(raw)
-            facts = facts_for_many(raw, claims)
+            # Every read of the batch at once: one round trip on PostgreSQL.
+            earlier_rows, level_rows, occupancy_rows, *fact_rows = raw.rows_many(
+                [(earlier_sql(len(nonces)), nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(claims)]
+            )
+            earlier = self._earlier_from(raw, earlier_rows, requests)
+            level = threat_level_from(level_rows, self.site)
+            occupancy: dict[str, int] = dict(occupancy_rows)
+            facts = facts_from(raw, fact_rows, claims)
             now = self.clock()
             decided: dict[str, contract.DecisionAnswer] = {}
             for request, token in zip(requests, verified, strict=True):
@@ -229,11 +250,11 @@ class DecisionService:
         )
         return answer, entry
 
-    def _earlier_many(
-        self, raw: Raw, requests: Sequence[contract.DecisionRequest]
+    def _earlier_from(
+        self, raw: Raw, rows: Sequence[tuple[Any, ...]], requests: Sequence[contract.DecisionRequest]
     ) -> dict[str, contract.DecisionAnswer]:
-        nonces = sorted({r.nonce for r in requests})
-        by_nonce = {row[1]: row for row in raw.rows(earlier_sql(len(nonces)), nonces) if row[0] == "decision"}
+        """The answers already given to nonces of the batch (rows of `earlier_sql`)."""
+        by_nonce = {row[1]: row for row in rows if row[0] == "decision"}
         out = {}
         for request in requests:
             row = by_nonce.get(request.nonce)

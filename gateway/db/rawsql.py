@@ -20,6 +20,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
+Query = tuple[str, Sequence[Any]]  # a statement with `?` placeholders, and its parameters
+
 # SQLAlchemy's SQLite DATETIME format: what an ORM write of the same value would store, byte for byte.
 _SQLITE_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -50,6 +52,26 @@ class Raw:
             raise self._error(statement, params, exc) from exc
         finally:
             cur.close()
+
+    def rows_many(self, queries: Sequence[Query]) -> list[list[tuple[Any, ...]]]:
+        """The rows of several statements, run in order. On PostgreSQL they go in one round trip (psycopg's
+        pipeline mode): each round trip to the server cost ~0.2 ms here, and a decision batch reads eight
+        times. Each statement still runs on its own, after the one before, as if sent one by one."""
+        pipeline = getattr(self._dbapi, "pipeline", None)
+        if self.sqlite or pipeline is None or len(queries) < 2:
+            return [self.rows(statement, params) for statement, params in queries]
+        cursors = []
+        try:
+            with pipeline():
+                for statement, params in queries:
+                    cursors.append(cur := self._dbapi.cursor())
+                    cur.execute(self.sql(statement), tuple(params))
+                return [list(cur.fetchall()) for cur in cursors]  # the first fetch sends them all
+        except self._driver.Error as exc:
+            raise self._error(queries[0][0], queries[0][1], exc) from exc
+        finally:
+            for cur in cursors:
+                cur.close()
 
     def execute_many(self, statement: str, rows: Iterable[Sequence[Any]]) -> None:
         cur = self._dbapi.cursor()
