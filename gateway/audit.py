@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
-import struct
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from gateway.audit_hash import FIELDS, GENESIS, chain_hash
 from gateway.db.models import AuditEntry
 from gateway.db.rawsql import Query, Raw, placeholders
 
-GENESIS = "0" * 64
 _CHAIN_LOCK = 0x41435321  # PostgreSQL advisory lock key of the audit chain ("ACS!")
 
 
@@ -51,29 +48,9 @@ def to_ms(t: dt.datetime) -> dt.datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
-def _text(value: object) -> str:
-    if value is None:
-        return "\x00"  # distinct from every string a field can hold
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, dt.datetime):
-        return value.isoformat(timespec="milliseconds")
-    return str(value)
-
-
-FIELDS: tuple[str, ...] = tuple(_FIELDS)  # the hashed fields, in hashing order (after seq)
-
-
-_LENGTH = struct.Struct(">I").pack
-
-
-def chain_hash(prev_hash: str, seq: int, values: Sequence[object]) -> str:
-    """SHA-256 over the previous hash and a length-prefixed encoding of seq and every field, in FIELDS order."""
-    # Most fields are already strings: skip the conversion call for them (verification walks millions).
-    encoded = [(v if v.__class__ is str else _text(v)).encode() for v in (seq, *values)]
-    return hashlib.sha256(
-        b"acs-audit-v1\n" + bytes.fromhex(prev_hash) + b"".join([_LENGTH(len(e)) + e for e in encoded])
-    ).hexdigest()
+# The hash is defined once, in gateway/audit_hash.py (verification runs it in worker processes).
+if tuple(_FIELDS) != FIELDS:
+    raise RuntimeError("audit.Entry and audit_hash.FIELDS list different fields")
 
 
 def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:

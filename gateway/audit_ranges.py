@@ -3,36 +3,47 @@
 Each entry's hash depends only on its own fields and the hash it names as its predecessor, so ranges of the
 chain can be checked on their own, in separate processes (one per core), and then joined: a range is intact when
 its entries are, and it joins the range before when its first entry names that range's last hash. Rows are read
-with plain SQL that renders times in the very text the hash covers (`audit._text`), so no datetime is built per
-entry. Small chains are walked in this process: starting workers costs more than it saves below ~50,000 entries.
+with plain SQL that renders every field as the very text the hash covers (`audit_hash.text`), so no datetime,
+bool or int is converted per entry in Python. Worker processes open the database with the driver alone and import
+no SQLAlchemy, so they start in milliseconds. Small chains are walked in this process: below ~50,000 entries,
+starting workers costs more than it saves.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
+from gateway.audit_hash import FIELDS, GENESIS, NULL_TEXT, hash_encoded, hash_texts
 
-from gateway.audit import FIELDS, GENESIS, chain_hash
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 PARALLEL_FROM = 50_000  # entries: below this, one process
 _FETCH = 20_000
+_SQLITE_TIME = "substr({0}, 1, 10) || 'T' || substr({0}, 12, 12) || '+00:00'"  # stored 'YYYY-MM-DD HH:MM:SS.ffffff'
+_POSTGRES_TIME = """to_char({0}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"')"""
+
+
+def _field_text(field: str, dialect: str) -> str:
+    """SQL for a field's text as the hash covers it. NULL stays NULL on PostgreSQL (its text cannot hold the NUL
+    character that stands for it); the walk maps it."""
+    sqlite = dialect == "sqlite"
+    if field in ("at", "recorded_at"):
+        return (_SQLITE_TIME if sqlite else _POSTGRES_TIME).format(field)
+    if field == "allow":
+        return f"CASE WHEN allow IS NULL THEN {'char(0)' if sqlite else 'NULL'} WHEN allow THEN '1' ELSE '0' END"
+    return f"COALESCE(CAST({field} AS TEXT), char(0))" if sqlite else f"CAST({field} AS TEXT)"
 
 
 def _select(dialect: str) -> str:
-    """Rows seq, FIELDS..., prev_hash, entry_hash for seq in [?, ?], times as the hash's text (ISO, ms, UTC)."""
-    if dialect == "sqlite":  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (SQLAlchemy's format)
-        time = "substr({0}, 1, 10) || 'T' || substr({0}, 12, 12) || '+00:00'"
-    else:
-        time = """to_char({0}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"')"""
-    columns = [time.format(f) if f in ("at", "recorded_at") else f for f in FIELDS]
+    """Rows seq, FIELDS' texts..., prev_hash, entry_hash for seq in [?, ?]."""
+    columns = ", ".join(_field_text(f, dialect) for f in FIELDS)
     return (
-        f"SELECT seq, {', '.join(columns)}, prev_hash, entry_hash FROM audit_entries "
-        "WHERE seq >= {p} AND seq <= {p} ORDER BY seq"
+        f"SELECT seq, {columns}, prev_hash, entry_hash FROM audit_entries WHERE seq >= {{p}} AND seq <= {{p}} "
+        "ORDER BY seq"
     )
 
 
@@ -46,24 +57,47 @@ def _fetch(dbapi_connection: Any, dialect: str, first: int, last: int) -> Iterat
         cur.close()
 
 
-def _rows(url: str, first: int, last: int) -> Iterator[tuple[Any, ...]]:
+def _connect(dialect: str, target: str) -> Any:
+    """A driver connection in a worker process: a SQLite file path, or a PostgreSQL connection URI."""
+    if dialect == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(target)
+        conn.text_factory = bytes  # the hash wants UTF-8 bytes: skip decoding 16 texts a row (`hash_encoded`)
+        return conn
+    import psycopg
+
+    return psycopg.connect(target)
+
+
+def _rows(dialect: str, target: str, first: int, last: int) -> Iterator[tuple[Any, ...]]:
     """In a worker process: its own connection."""
-    engine = create_engine(url)
+    conn = _connect(dialect, target)
     try:
-        conn = engine.raw_connection()
-        try:
-            yield from _fetch(conn.driver_connection, engine.dialect.name, first, last)
-        finally:
-            conn.close()
+        yield from _fetch(conn, dialect, first, last)
     finally:
-        engine.dispose()
+        conn.close()
+
+
+Digest = Callable[[Any, int, Sequence[Any]], Any]  # (previous hash, seq, the fields' texts) -> this entry's hash
+
+
+def _digest_texts(prev: str, seq: int, texts: Sequence[str | None]) -> str:
+    if None in texts:  # PostgreSQL's NULLs
+        texts = [NULL_TEXT if t is None else t for t in texts]
+    return hash_texts(prev, str(seq), texts)  # type: ignore[arg-type]
 
 
 def walk(
-    rows: Iterable[Any], prev: str | None, expected_seq: int, marks: Mapping[int, str]
+    rows: Iterable[Any],
+    prev: Any,
+    expected_seq: int,
+    marks: Mapping[int, Any],
+    digest: Digest = _digest_texts,
 ) -> tuple[int, str | None, int | None]:
-    """Check links and hashes; returns (entries checked, problem, bad seq). With `prev` None the first row's
-    link is taken as given (a range verified on its own: the caller checks where it joins the one before)."""
+    """Check links and hashes of rows (seq, FIELDS' texts..., prev_hash, entry_hash); returns (entries checked,
+    problem, bad seq). With `prev` None the first row's link is taken as given (a range verified on its own: the
+    caller checks where it joins the one before). Hashes are str, or ASCII bytes for `hash_encoded` rows."""
     count = 0
     width = len(FIELDS)
     for row in rows:
@@ -71,26 +105,29 @@ def walk(
         if seq != expected_seq:
             what = "missing" if seq > expected_seq else "out of order"
             return count, f"entry {expected_seq} is {what} (next entry found is {seq})", expected_seq
-        values = row[1 : 1 + width]
         if prev is None:
             prev = row[1 + width]
         if row[1 + width] != prev:
             return count, f"entry {seq} does not link to entry {seq - 1}", seq
-        digest = chain_hash(prev, seq, values)
-        if digest != row[2 + width]:
+        try:
+            this = digest(prev, seq, row[1 : 1 + width])
+        except ValueError:  # the hash it names is not hex (the first entry of a range is taken as given)
+            return count, f"entry {seq} does not link to entry {seq - 1}", seq
+        if this != row[2 + width]:
             return count, f"entry {seq} was altered (its hash does not match its content)", seq
-        if seq in marks and marks[seq] != digest:
+        if seq in marks and marks[seq] != this:
             return count, f"entry {seq} differs from the signed checkpoint", seq
-        prev, expected_seq, count = digest, seq + 1, count + 1
+        prev, expected_seq, count = this, seq + 1, count + 1
     return count, None, None
 
 
 def _check_range(
-    rows: Iterable[tuple[Any, ...]], first: int, last: int, marks: Mapping[int, str]
+    rows: Iterable[tuple[Any, ...]], first: int, last: int, marks: Mapping[int, str], encoded: bool = False
 ) -> tuple[int, str | None, int | None, str, str]:
-    """(entries checked, problem, bad seq, prev hash named by the first entry, hash of the last entry)."""
-    first_prev = ""
-    last_hash = ""
+    """(entries checked, problem, bad seq, prev hash named by the first entry, hash of the last entry).
+    `encoded`: the rows' texts are UTF-8 bytes (see `_connect`)."""
+    first_prev: Any = ""
+    last_hash: Any = ""
 
     def watched(rows: Iterable[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
         nonlocal first_prev, last_hash
@@ -100,15 +137,27 @@ def _check_range(
             last_hash = row[-1]
             yield row
 
-    count, problem, bad = walk(watched(rows), None, first, marks)
+    if encoded:
+        count, problem, bad = walk(watched(rows), None, first, {s: h.encode() for s, h in marks.items()}, hash_encoded)
+        first_prev, last_hash = (bytes(h).decode("ascii", "replace") for h in (first_prev, last_hash))
+    else:
+        count, problem, bad = walk(watched(rows), None, first, marks)
     if problem is None and first + count != last + 1:
         problem, bad = f"entry {first + count} is missing", first + count
     return count, problem, bad, first_prev, last_hash
 
 
-def _check_range_at(job: tuple[str, int, int, dict[int, str]]) -> tuple[int, str | None, int | None, str, str]:
-    url, first, last, marks = job
-    return _check_range(_rows(url, first, last), first, last, marks)
+def _check_range_at(job: tuple[str, str, int, int, dict[int, str]]) -> tuple[int, str | None, int | None, str, str]:
+    dialect, target, first, last, marks = job
+    return _check_range(_rows(dialect, target, first, last), first, last, marks, encoded=dialect == "sqlite")
+
+
+def _target(session: Session) -> tuple[str, str]:
+    """(dialect, what a worker connects to) for the session's database."""
+    url = session.get_bind().engine.url
+    if url.get_backend_name() == "sqlite":
+        return "sqlite", str(url.database)
+    return "postgresql", url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def verify_ranges(session: Session, top: int, marks: Mapping[int, str]) -> tuple[int, str | None, int | None]:
@@ -122,8 +171,8 @@ def verify_ranges(session: Session, top: int, marks: Mapping[int, str]) -> tuple
         rows = _fetch(raw.connection.driver_connection, raw.dialect.name, 1, top)
         results = [_check_range(rows, 1, top, marks)]
     else:
-        url = session.get_bind().engine.url.render_as_string(hide_password=False)
-        jobs = [(url, a, b, {s: h for s, h in marks.items() if a <= s <= b}) for a, b in bounds]
+        dialect, target = _target(session)
+        jobs = [(dialect, target, a, b, {s: h for s, h in marks.items() if a <= s <= b}) for a, b in bounds]
         with mp.get_context("spawn").Pool(parts) as pool:
             results = pool.map(_check_range_at, jobs)
     checked = 0

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gateway.audit import FIELDS, GENESIS
+from gateway.audit_hash import FIELDS, GENESIS, text
 from gateway.audit_ranges import verify_ranges, walk
 from gateway.contract import b64url, b64url_decode, key_id
 from gateway.db.models import AuditEntry
@@ -208,7 +208,7 @@ def verify_export(lines: Iterable[str], keys: Mapping[str, Ed25519PublicKey]) ->
         problem = cp.problem(keys)
         if problem:
             return Report(0, len(checkpoints), problem, cp.seq)
-    rows = ([e["seq"], *(e[f] for f in FIELDS), e["prev_hash"], e["entry_hash"]] for e in entries)
+    rows = ([e["seq"], *(text(e[f]) for f in FIELDS), e["prev_hash"], e["entry_hash"]] for e in entries)
     count, problem, bad = walk(
         rows, header["prev_hash"], header["first"], {cp.seq: cp.entry_hash for cp in checkpoints}
     )

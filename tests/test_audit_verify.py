@@ -249,3 +249,11 @@ def test_ranges_find_a_second_range_rewritten_to_start_a_new_chain(chain, in_ran
             row.entry_hash = prev = audit.entry_hash(prev, row.seq, audit.as_entry(row))
     report = verify(chain)
     assert (report.ok, report.bad_seq) == (False, 11) and "does not link" in (report.problem or "")
+
+
+def test_ranges_report_a_predecessor_hash_that_is_not_hex_at_a_range_start(chain, in_ranges) -> None:  # type: ignore[no-untyped-def]
+    # Entry 11 opens the second range, whose first link is taken as given until the ranges are joined.
+    with chain[0]() as s, s.begin():
+        s.execute(update(AuditEntry).where(AuditEntry.seq == 11).values(prev_hash="zz" * 32))
+    report = verify(chain)
+    assert (report.ok, report.bad_seq) == (False, 11)
