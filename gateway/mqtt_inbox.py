@@ -25,6 +25,7 @@ from gateway.mqttlink import BrokerAddress, connect_and_wait, make_client
 log = logging.getLogger(__name__)
 
 ANSWERS_IN_FLIGHT = 1000  # QoS 1 messages sent and not yet acknowledged, at most (if the broker allows as many)
+INBOX_LIMIT = 10_000  # messages received and not yet handled, at most; more are dropped (logged)
 
 
 class _TurnClient(mqtt.Client):
@@ -65,7 +66,7 @@ class InboxWorker:
             # Answers of a whole batch go out at once, acknowledged only when the loop next reads.
             max_inflight=ANSWERS_IN_FLIGHT if on_network_thread else None,
         )
-        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=10_000)
+        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=INBOX_LIMIT)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._read: list[mqtt.MQTTMessage] = []  # on_network_thread: read in this turn of the network loop
         if on_network_thread:
@@ -92,7 +93,7 @@ class InboxWorker:
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self.on_network_thread:
-            if len(self._read) < self._inbox.maxsize:
+            if len(self._read) < INBOX_LIMIT:
                 self._read.append(msg)
             else:
                 log.error("%s inbox full; message on %s dropped (%s)", self.name, msg.topic, self.if_full)
@@ -115,7 +116,7 @@ class InboxWorker:
             self._read_waiting()
 
     def _read_waiting(self) -> None:
-        while len(self._read) < self._inbox.maxsize:
+        while len(self._read) < INBOX_LIMIT:
             sock = self.client.socket()
             if sock is None or not select.select([sock], [], [], 0)[0]:
                 return
