@@ -3,7 +3,9 @@
 The answer goes to the request's ResponseTopic with its CorrelationData (MQTT v5 request/response), but
 only when that topic is the requesting reader's own answer topic: a request cannot aim answers elsewhere.
 Requests are decided on paho's network thread, right after each read (gateway/mqtt_inbox.py): a batch is
-whatever the socket held, and its answers are written on the next turn of the loop.
+whatever the socket held, and its answers are written as soon as it is decided. Under overload the backlog
+stays at the broker (the worker reads at most MAX_BATCH ahead) where readers' requests expire after 1 s, and
+what was read but waited more than STALE_AFTER_S in this process is shed.
 """
 
 from __future__ import annotations
