@@ -11,6 +11,7 @@ starting workers costs more than it saves.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 PARALLEL_FROM = 50_000  # entries: below this, one process
 _FETCH = 20_000
+_NULL_BYTES = NULL_TEXT.encode()
 _SQLITE_TIME = "substr({0}, 1, 10) || 'T' || substr({0}, 12, 12) || '+00:00'"  # stored 'YYYY-MM-DD HH:MM:SS.ffffff'
 _POSTGRES_TIME = """to_char({0}, 'YYYY-MM-DD"T"HH24:MI:SS.MS"+00:00"')"""
 
@@ -58,16 +60,21 @@ def _fetch(dbapi_connection: Any, dialect: str, first: int, last: int) -> Iterat
 
 
 def _connect(dialect: str, target: str) -> Any:
-    """A driver connection in a worker process: a SQLite file path, or a PostgreSQL connection URI."""
+    """A driver connection in a worker process (a SQLite file path, or a PostgreSQL connection URI) that hands texts
+    over as UTF-8 bytes: the hash wants bytes, so 16 texts a row are not decoded only to be encoded again."""
     if dialect == "sqlite":
         import sqlite3
 
         conn = sqlite3.connect(target)
-        conn.text_factory = bytes  # the hash wants UTF-8 bytes: skip decoding 16 texts a row (`hash_encoded`)
+        conn.text_factory = bytes
         return conn
     import psycopg
 
-    return psycopg.connect(target)
+    pg = psycopg.connect(target)
+    if pg.info.parameter_status("server_encoding") == "UTF8":
+        # No conversion: the server sends its UTF-8 bytes as they are, and psycopg returns them as bytes.
+        pg.execute("SET client_encoding TO 'SQL_ASCII'")
+    return pg
 
 
 def _rows(dialect: str, target: str, first: int, last: int) -> Iterator[tuple[Any, ...]]:
@@ -80,6 +87,12 @@ def _rows(dialect: str, target: str, first: int, last: int) -> Iterator[tuple[An
 
 
 Digest = Callable[[Any, int, Sequence[Any]], Any]  # (previous hash, seq, the fields' texts) -> this entry's hash
+
+
+def _digest_encoded(prev: bytes, seq: int, fields: Sequence[bytes | None]) -> bytes:
+    if None in fields:  # PostgreSQL's NULLs
+        fields = [_NULL_BYTES if f is None else f for f in fields]
+    return hash_encoded(prev, seq, fields)  # type: ignore[arg-type]
 
 
 def _digest_texts(prev: str, seq: int, texts: Sequence[str | None]) -> str:
@@ -125,7 +138,7 @@ def _check_range(
     rows: Iterable[tuple[Any, ...]], first: int, last: int, marks: Mapping[int, str], encoded: bool = False
 ) -> tuple[int, str | None, int | None, str, str]:
     """(entries checked, problem, bad seq, prev hash named by the first entry, hash of the last entry).
-    `encoded`: the rows' texts are UTF-8 bytes (see `_connect`)."""
+    `encoded`: the rows' texts are UTF-8 bytes, or NULL (see `_connect`)."""
     first_prev: Any = ""
     last_hash: Any = ""
 
@@ -138,7 +151,8 @@ def _check_range(
             yield row
 
     if encoded:
-        count, problem, bad = walk(watched(rows), None, first, {s: h.encode() for s, h in marks.items()}, hash_encoded)
+        ascii_marks = {s: h.encode() for s, h in marks.items()}
+        count, problem, bad = walk(watched(rows), None, first, ascii_marks, _digest_encoded)
         first_prev, last_hash = (bytes(h).decode("ascii", "replace") for h in (first_prev, last_hash))
     else:
         count, problem, bad = walk(watched(rows), None, first, marks)
@@ -149,7 +163,10 @@ def _check_range(
 
 def _check_range_at(job: tuple[str, str, int, int, dict[int, str]]) -> tuple[int, str | None, int | None, str, str]:
     dialect, target, first, last, marks = job
-    return _check_range(_rows(dialect, target, first, last), first, last, marks, encoded=dialect == "sqlite")
+    rows = _rows(dialect, target, first, last)
+    first_row = next(rows, None)
+    encoded = first_row is None or isinstance(first_row[1], bytes)  # str if PostgreSQL's database is not UTF-8
+    return _check_range(itertools.chain([first_row] if first_row else [], rows), first, last, marks, encoded)
 
 
 def _target(session: Session) -> tuple[str, str]:
