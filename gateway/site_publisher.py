@@ -16,7 +16,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select, union_all
 from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import contract
@@ -40,10 +40,21 @@ def keys_body(keyring: Keyring, issuer: str) -> dict[str, Any]:
 REVOCATION_KINDS = ("badge_revoked", "holder_suspended", "holder_reinstated")
 
 
+def revocation_version_query() -> Select[tuple[int | None]]:
+    """The newest entry of each kind on its own (`kind = ?`: the newest entry of the (kind, seq) index), then the
+    greatest of those. With `kind IN (...)` PostgreSQL walked the audit backwards from its newest entry until it
+    met one of these kinds: every entry when there was none, twice a second in each decision process (112 ms at
+    314,000 entries, and growing with the audit)."""
+    newest = union_all(
+        *(select(func.max(AuditEntry.seq).label("seq")).where(AuditEntry.kind == kind) for kind in REVOCATION_KINDS)
+    ).subquery()
+    return select(func.max(newest.c.seq))
+
+
 def revocation_version(session: Session) -> int:
     """The audit sequence number of the latest revocation, suspension or reinstatement: it only grows, and every
     gateway process computes the same one."""
-    return session.scalar(select(func.max(AuditEntry.seq)).where(AuditEntry.kind.in_(REVOCATION_KINDS))) or 0
+    return session.scalar(revocation_version_query()) or 0
 
 
 def revocations(session: Session) -> dict[str, list[str]]:
