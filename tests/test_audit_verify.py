@@ -31,7 +31,8 @@ T0 = dt.datetime(2026, 7, 24, 2, 0, tzinfo=dt.UTC)
 @pytest.fixture
 def chain(instance):  # type: ignore[no-untyped-def]
     """20 entries of several kinds, checkpointed at 15 and at 20."""
-    sessions = session_factory(make_engine(instance.settings.database_url))
+    engine = make_engine(instance.settings.database_url)
+    sessions = session_factory(engine)
     cp_file = instance.folder / "audit-checkpoints.jsonl"
     key = instance.keyring.decision_signing
     for i in range(1, 21):
@@ -58,7 +59,8 @@ def chain(instance):  # type: ignore[no-untyped-def]
             with sessions() as s:
                 checkpoint_now(s, cp_file, key, T0 + dt.timedelta(minutes=i))
     pub = key.public_key()
-    return sessions, cp_file, {key_id(pub): pub}
+    yield sessions, cp_file, {key_id(pub): pub}
+    engine.dispose()
 
 
 def verify(chain):  # type: ignore[no-untyped-def]

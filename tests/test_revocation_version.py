@@ -31,12 +31,14 @@ def fill(database_url: str, kinds: list[str]) -> None:
 
 
 def test_the_version_is_the_newest_entry_of_any_revocation_kind(database_url: str) -> None:
-    sessions = session_factory(make_engine(database_url))
+    engine = make_engine(database_url)
+    sessions = session_factory(engine)
     with sessions() as s:
         assert revocation_version(s) == 0
     fill(database_url, ["decision", "holder_suspended", "decision", "badge_revoked", "holder_reinstated", "decision"])
     with sessions() as s:
         assert revocation_version(s) == 5
+    engine.dispose()
 
 
 def test_the_version_reads_the_kind_index_not_the_audit(database_url: str) -> None:
