@@ -75,7 +75,7 @@ class DecisionProcess:
         site = load_site(instance.settings.site_file)
         sessions = session_factory(make_engine(instance.settings.database_url))
         # Decisions give up on a locked audit within 1 s and deny (not_logged) while the reader still listens.
-        decision_sessions = session_factory(bound_lock_waits(make_engine(instance.settings.database_url)))
+        decision_sessions = session_factory(bound_lock_waits(make_engine(instance.settings.database_url, ping=False)))
         keyring = ReloadingKeyring(instance.folder)
         self.metrics = DecisionMetrics()
         self.metrics_address = metrics_address

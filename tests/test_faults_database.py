@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from gateway import contract
 from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import AuditEntry, Badge
+from gateway.db.rawsql import transaction
 from gateway.decisions import DecisionService
 from gateway.instance import Instance
 from gateway.lock_waits import bound_lock_waits
@@ -44,7 +45,7 @@ def _now() -> dt.datetime:
 
 
 def service_for(instance: Instance, site: Site, url: str, *, bounded: bool) -> DecisionService:
-    engine = make_engine(url)
+    engine = make_engine(url, ping=False)  # as the decision process makes it
     if bounded:
         bound_lock_waits(engine)
     return DecisionService(
@@ -232,9 +233,33 @@ def test_postgresql_connection_terminated_denies_not_logged_and_recovers(instanc
         terminate(wait_until_blocked(tag))
         answer = decision.result()
     assert_denied_unlogged(instance, answer, req.nonce)
-    # Every pooled connection of the service was cut as well: the pool's pre-ping replaces them unasked.
+    # Every pooled connection of the service was cut as well: the pool's check at checkout replaces them unasked.
     terminate(idle_sessions(tag))
     assert_recovered(instance, service, badge)
+
+
+def test_postgresql_decision_engine_reuses_a_live_connection_and_replaces_one_the_server_ended() -> None:
+    """The decision path's engine checks a pooled connection by its socket, not with a round trip. The check must
+    pass a live connection (else every batch would connect afresh) and refuse one the server closed."""
+    tag = f"faults-{secrets.token_hex(4)}"
+    engine = make_engine(_tagged(PG_URL, tag), ping=False)
+
+    def backend() -> int:
+        with transaction(engine) as raw:
+            return int(raw.rows("SELECT pg_backend_pid()")[0][0])
+
+    try:
+        first = backend()
+        assert backend() == first  # kept in the pool and passed by the check
+        terminate([first])
+        deadline = time.monotonic() + DEADLINE_S
+        while idle_sessions(tag) and time.monotonic() < deadline:  # the backend has exited, its socket closed
+            time.sleep(0.05)
+        replaced = backend()  # no error: the check saw the closed socket and the pool connected again
+        assert replaced != first
+        assert backend() == replaced
+    finally:
+        engine.dispose()
 
 
 def idle_sessions(tag: str) -> list[int]:
