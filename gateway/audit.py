@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -60,13 +62,22 @@ def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
 _HEAD: Query = ("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
 
 
+def head_queries(raw: Raw) -> list[Query]:
+    """The statements that lock the chain for this transaction and then read its last (seq, hash), in order: the
+    head is the rows of the last one (`head_from`). The head must be read by a statement of its own, after the
+    lock is held: a statement sees the database as it was when the statement began."""
+    if raw.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
+        return [_HEAD]
+    return [("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,)), _HEAD]
+
+
+def head_from(rows: Sequence[tuple[Any, ...]]) -> tuple[int, str]:
+    return (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+
+
 def _head(raw: Raw) -> tuple[int, str]:
     """Lock the chain for this transaction and return its last (seq, hash)."""
-    if raw.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
-        head = raw.rows(*_HEAD)
-    else:  # in one round trip; the head is read after the lock is held (statements run in order)
-        _locked, head = raw.rows_many([("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,)), _HEAD])
-    return (head[0][0], head[0][1]) if head else (0, GENESIS)
+    return head_from(raw.rows_many(head_queries(raw))[-1])
 
 
 def append(session: Session, entry: Entry) -> AuditEntry:
@@ -87,21 +98,38 @@ def record_action(session: Session, kind: str, now: dt.datetime, **fields: objec
     return append(session, Entry(kind=kind, at=now, recorded_at=now, **fields))  # type: ignore[arg-type]
 
 
-_INSERT = (
-    f"INSERT INTO audit_entries (seq, prev_hash, entry_hash, {', '.join(_FIELDS)}) "
-    f"VALUES ({placeholders(3 + len(_FIELDS))})"
-)
+_INSERT_HEAD = f"INSERT INTO audit_entries (seq, prev_hash, entry_hash, {', '.join(_FIELDS)}) VALUES "
+_VALUES = f"({placeholders(3 + len(_FIELDS))})"
 _AT, _RECORDED_AT = _FIELDS.index("at"), _FIELDS.index("recorded_at")
 
 
 def append_many(db: Session | Raw, entries: list[Entry]) -> None:
-    """Add entries in order with one bulk insert: the decision hot path (the caller commits)."""
+    """Add entries in order (the caller commits)."""
     if not entries:
         return
     if isinstance(db, Session):
         db.flush()  # entries added through the ORM in this transaction come first
     raw = Raw.of(db)
-    seq, prev = _head(raw)
+    for query in insert_queries(raw, _head(raw), entries):
+        raw.rows(*query)
+
+
+_ROWS_PER_INSERT = 500  # 500 x 17 values: well under SQLite's 32,766 variables per statement
+
+
+def insert_queries(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> list[Query]:
+    """Multi-row INSERTs that put `entries` after `head`, which the caller read under the chain's lock.
+    One statement per batch rather than executemany: psycopg runs executemany through a pipeline, which costs
+    more here than the round trip it saves."""
+    rows = _chained_rows(raw, head, entries)
+    return [
+        (_INSERT_HEAD + ", ".join([_VALUES] * len(chunk)), [value for row in chunk for value in row])
+        for chunk in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
+    ]
+
+
+def _chained_rows(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> list[tuple[Any, ...]]:
+    seq, prev = head
     rows = []
     for entry in entries:
         seq += 1
@@ -113,7 +141,7 @@ def append_many(db: Session | Raw, entries: list[Entry]) -> None:
         values[_RECORDED_AT] = raw.time_in(values[_RECORDED_AT])
         rows.append((seq, prev, digest, *values))
         prev = digest
-    raw.execute_many(_INSERT, rows)
+    return rows
 
 
 def as_entry(row: AuditEntry) -> Entry:

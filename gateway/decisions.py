@@ -56,7 +56,7 @@ def facts_queries(claims: Sequence[core.BadgeClaims]) -> list[Query]:
     in_badges, in_holders = placeholders(len(badge_ids)), placeholders(len(holder_ids))
     return [
         (
-            "SELECT b.id, b.holder_id, r.id FROM badges b LEFT JOIN revocations r ON r.badge_id = b.id "
+            "SELECT b.id, b.holder_id, r.id AS revocation FROM badges b LEFT JOIN revocations r ON r.badge_id = b.id "
             f"WHERE b.id IN ({in_badges})",
             badge_ids,
         ),
@@ -186,10 +186,12 @@ class DecisionService:
         entries: list[audit.Entry] = []
         nonces = sorted({r.nonce for r in requests})
         with transaction(self.engine) as raw:
-            # Every read of the batch at once: one round trip on PostgreSQL.
-            earlier_rows, level_rows, occupancy_rows, *fact_rows = raw.rows_many(
-                [(earlier_sql(len(nonces)), nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(claims)]
-            )
+            # Every read of the batch and the audit chain's lock in one statement on PostgreSQL, then the
+            # chain's head, read once the lock is held (gateway/audit.py).
+            *lock, head_query = audit.head_queries(raw)
+            reads = [(earlier_sql(len(nonces)), nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(claims)]
+            earlier_rows, level_rows, occupancy_rows, *fact_rows = raw.rows_combined([*reads, *lock])[: len(reads)]
+            head = audit.head_from(raw.rows(*head_query))
             earlier = self._earlier_from(raw, earlier_rows, requests)
             level = threat_level_from(level_rows, self.site)
             occupancy: dict[str, int] = dict(occupancy_rows)
@@ -203,7 +205,8 @@ class DecisionService:
                     decided[request.nonce] = answer
                     entries.append(entry)
                 answers.append(answer)
-            audit.append_many(raw, entries)
+            for query in audit.insert_queries(raw, head, entries):
+                raw.rows(*query)
         # Committed: only now may the answers leave.
         for a in answers:
             # The gate, reader and nonce go in as fields: the text format appends them, JSON carries them.
