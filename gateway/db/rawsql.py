@@ -1,9 +1,9 @@
 """Plain SQL on a DB-API connection: the decision hot path only.
 
 An ORM query costs about 0.3 ms of Python before the database sees it, and a session's begin and commit as
-much again; a decision batch runs nine statements, so the ORM alone capped a worker near 250 batches/s. The
-decision service runs its few statements straight on the driver instead, in a transaction of its own
-(`transaction`), or inside a session's transaction (`Raw.of`). Statements are written with `?` placeholders
+much again; a decision batch ran nine statements, so the ORM alone capped a worker near 250 batches/s. The
+decision service runs its few statements (four on PostgreSQL) straight on the driver instead, in a transaction
+of its own (`transaction`), or inside a session's transaction (`Raw.of`). Statements are written with `?` placeholders
 and rewritten for drivers that use `%s`. Times are stored exactly as SQLAlchemy stores them (see
 `UTCDateTime`), so ORM queries and these statements read and compare the same values. Driver errors are
 raised as SQLAlchemy's exception classes, so callers handle one family of database errors.
@@ -54,24 +54,10 @@ class Raw:
             cur.close()
 
     def rows_many(self, queries: Sequence[Query]) -> list[list[tuple[Any, ...]]]:
-        """The rows of several statements, run in order. On PostgreSQL they go in one round trip (psycopg's
-        pipeline mode): each round trip to the server cost ~0.2 ms here, and a decision batch reads eight
-        times. Each statement still runs on its own, after the one before, as if sent one by one."""
-        pipeline = getattr(self._dbapi, "pipeline", None)
-        if self.sqlite or pipeline is None or len(queries) < 2:
-            return [self.rows(statement, params) for statement, params in queries]
-        cursors = []
-        try:
-            with pipeline():
-                for statement, params in queries:
-                    cursors.append(cur := self._dbapi.cursor())
-                    cur.execute(self.sql(statement), tuple(params))
-                return [list(cur.fetchall()) for cur in cursors]  # the first fetch sends them all
-        except self._driver.Error as exc:
-            raise self._error(queries[0][0], queries[0][1], exc) from exc
-        finally:
-            for cur in cursors:
-                cur.close()
+        """The rows of several statements, each run after the one before. One round trip each: psycopg's pipeline
+        mode, which sends them together, measured slower here for a few statements (its Python costs more than
+        a ~50 us round trip saves). Independent reads on the hot path go in one statement (`rows_combined`)."""
+        return [self.rows(statement, params) for statement, params in queries]
 
     def rows_combined(self, queries: Sequence[Query]) -> list[list[tuple[Any, ...]]]:
         """The rows of several independent reads, as `rows` would return them. On PostgreSQL they run as one
