@@ -12,7 +12,7 @@ raised as SQLAlchemy's exception classes, so callers handle one family of databa
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -72,16 +72,6 @@ class Raw:
         params = [p for _, query_params in queries for p in query_params]
         (row,) = self.rows(f"SELECT {', '.join(parts)}", params)
         return [[tuple(item.values()) for item in result] for result in row]
-
-    def execute_many(self, statement: str, rows: Iterable[Sequence[Any]]) -> None:
-        cur = self._dbapi.cursor()
-        params = [tuple(r) for r in rows]
-        try:
-            cur.executemany(self.sql(statement), params)
-        except self._driver.Error as exc:
-            raise self._error(statement, params[:1], exc) from exc
-        finally:
-            cur.close()
 
     def _error(self, statement: str, params: Any, exc: Exception) -> DBAPIError:
         kind = IntegrityError if isinstance(exc, self._driver.IntegrityError) else DBAPIError
