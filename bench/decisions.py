@@ -7,7 +7,8 @@ processes, then drives them from a separate load process with simulated readers 
 - closed loop: each reader keeps a fixed number of requests in flight; reports decisions/s;
 - fixed rates: requests sent on a schedule; reports answer latency p50/p99 and how many answers came;
 - the floor: the same load against a bare paho request/echo responder through the same broker.
-Results print as tables; copy them into docs/performance.md ("Decisions").
+Results print as tables, then each database's figures against issue 4's speed targets ("targets:" lines); copy
+them into docs/performance.md ("Decisions").
 """
 
 from __future__ import annotations
@@ -364,6 +365,24 @@ def row(label: str, r: Result) -> str:
     return f"| {label} | {r.sent} | {r.answered} | {r.rate:,.0f} | {r.pct(50):.2f} | {r.pct(99):.2f} |"
 
 
+def against_targets(floor: dict[int, Result], closed: dict[int, Result], one_worker: dict[int, Result]) -> list[str]:
+    """Issue 4's speed targets, as this run measured them (one worker unless said)."""
+    out = [f"targets: closed loop, one worker {closed[1].rate:,.0f}/s (at least 2,000/s)"]
+    if 2000 in one_worker:
+        r = one_worker[2000]
+        out.append(f"targets: a fixed 2,000/s, {r.answered:,} of {r.sent:,} answered, p99 {r.pct(99):.2f} ms")
+    if 500 in one_worker and 500 in floor:
+        r, echo = one_worker[500], floor[500]
+        out.append(f"targets: at 500/s p99 {r.pct(99):.2f} ms (under 10 ms)")
+        out.append(
+            f"targets: at 500/s p50 {r.pct(50):.2f} ms, {r.pct(50) / echo.pct(50):.1f}x the echo's "
+            f"{echo.pct(50):.2f} ms (3x at most)"
+        )
+    gain = 100 * (closed[2].rate / closed[1].rate - 1) if closed[1].rate else float("nan")
+    out.append(f"targets: two workers against one, closed loop {gain:+.0f}%")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the bench itself)")
@@ -419,24 +438,21 @@ def main() -> None:
                 for rate, r in floor.items():
                     print(row(f"echo floor, {rate}/s", r))
                 stop([echo])
+                closed: dict[int, Result] = {}
+                at_rate: dict[int, Result] = {}
                 for workers in (1, 2):
                     procs = start_workers(folder, files.port, pw, workers, opts.badge_cache)
                     try:
-                        print(
-                            row(
-                                f"{workers} worker(s), closed loop 4 in flight/reader",
-                                run_load(files.port, creds, tokens, "closed", 4, seconds, opts.generator),
-                            )
-                        )
+                        closed[workers] = run_load(files.port, creds, tokens, "closed", 4, seconds, opts.generator)
+                        print(row(f"{workers} worker(s), closed loop 4 in flight/reader", closed[workers]))
                         for rate in rates:
-                            print(
-                                row(
-                                    f"{workers} worker(s), {rate}/s",
-                                    run_load(files.port, creds, tokens, "rate", rate, seconds, opts.generator),
-                                )
-                            )
+                            r = run_load(files.port, creds, tokens, "rate", rate, seconds, opts.generator)
+                            print(row(f"{workers} worker(s), {rate}/s", r))
+                            if workers == 1:
+                                at_rate[rate] = r
                     finally:
                         stop(procs)
+                print("\n" + "\n".join(against_targets(floor, closed, at_rate)))
             finally:
                 broker.terminate()
                 if schema:
