@@ -11,6 +11,8 @@ Each check holds the lock until the decision has come back, so the outcome never
 from __future__ import annotations
 
 import datetime as dt
+import os
+import resource
 import secrets
 import sqlite3
 import threading
@@ -260,6 +262,32 @@ def test_postgresql_decision_engine_reuses_a_live_connection_and_replaces_one_th
         assert backend() == replaced
     finally:
         engine.dispose()
+
+
+def test_postgresql_decision_engine_checks_a_connection_on_a_high_file_descriptor() -> None:
+    """A busy process can hold more than 1,024 files: the check must work on any descriptor (select() refuses
+    those above 1023; the check uses poll())."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    fillers: list[int] = []
+    engine = make_engine(PG_URL, ping=False)
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        for _ in range(2):  # the second checkout runs the check on the pooled connection
+            with transaction(engine) as raw:
+                assert raw.rows("SELECT 1") == [(1,)]
+        pooled = engine.raw_connection()
+        try:
+            assert pooled.driver_connection.fileno() > 1023
+        finally:
+            pooled.close()
+    finally:
+        engine.dispose()
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def idle_sessions(tag: str) -> list[int]:

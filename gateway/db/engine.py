@@ -33,8 +33,10 @@ def make_engine(url: str, *, ping: bool = True) -> Engine:
 
 def _refuse_if_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     # An idle connection has nothing to read, unless the server wrote its last words (FATAL) and hung up.
-    readable, _, _ = select.select([dbapi_conn.fileno()], [], [], 0)
-    if readable:
+    # poll, not select: select refuses file descriptors above 1023.
+    poller = select.poll()
+    poller.register(dbapi_conn.fileno(), select.POLLIN)
+    if poller.poll(0):
         raise DisconnectionError("the server closed this connection")  # the pool connects afresh and retries
 
 
