@@ -110,22 +110,20 @@ def append_many(db: Session | Raw, entries: list[Entry]) -> None:
     if isinstance(db, Session):
         db.flush()  # entries added through the ORM in this transaction come first
     raw = Raw.of(db)
-    for query in insert_queries(raw, _head(raw), entries):
-        raw.rows(*query)
+    insert(raw, _head(raw), entries)
 
 
 _ROWS_PER_INSERT = 500  # 500 x 17 values: well under SQLite's 32,766 variables per statement
 
 
-def insert_queries(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> list[Query]:
-    """Multi-row INSERTs that put `entries` after `head`, which the caller read under the chain's lock.
+def insert(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> None:
+    """Put `entries` after `head`, which the caller read under the chain's lock, with multi-row INSERTs.
     One statement per batch rather than executemany: psycopg runs executemany through a pipeline, which costs
     more here than the round trip it saves."""
     rows = _chained_rows(raw, head, entries)
-    return [
-        (_INSERT_HEAD + ", ".join([_VALUES] * len(chunk)), [value for row in chunk for value in row])
-        for chunk in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
-    ]
+    for i in range(0, len(rows), _ROWS_PER_INSERT):
+        chunk = rows[i : i + _ROWS_PER_INSERT]
+        raw.rows(_INSERT_HEAD + ", ".join([_VALUES] * len(chunk)), [value for row in chunk for value in row])
 
 
 def _chained_rows(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> list[tuple[Any, ...]]:

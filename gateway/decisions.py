@@ -105,7 +105,7 @@ def facts_from(
 
 def facts_for_many(db: Session | Raw, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
     raw = Raw.of(db)
-    return facts_from(raw, raw.rows_many(facts_queries(claims)), claims)
+    return facts_from(raw, raw.rows_combined(facts_queries(claims)), claims)
 
 
 def facts_for(db: Session | Raw, claims: core.BadgeClaims) -> core.HolderFacts:
@@ -206,8 +206,7 @@ class DecisionService:
                     decided[request.nonce] = answer
                     entries.append(entry)
                 answers.append(answer)
-            for query in audit.insert_queries(raw, head, entries):
-                raw.rows(*query)
+            audit.insert(raw, head, entries)
         # Committed: only now may the answers leave.
         for a in answers:
             # The gate, reader and nonce go in as fields: the text format appends them, JSON carries them.
