@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from gateway.audit_hash import FIELDS, GENESIS, chain_hash
@@ -59,7 +61,7 @@ def entry_hash(prev_hash: str, seq: int, entry: Entry) -> str:
     return chain_hash(prev_hash, seq, [getattr(entry, name) for name in _FIELDS])
 
 
-_HEAD: Query = ("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
+HEAD: Query = ("SELECT seq, entry_hash FROM audit_entries ORDER BY seq DESC LIMIT 1", ())
 
 
 def head_queries(raw: Raw) -> list[Query]:
@@ -67,8 +69,8 @@ def head_queries(raw: Raw) -> list[Query]:
     head is the rows of the last one (`head_from`). The head must be read by a statement of its own, after the
     lock is held: a statement sees the database as it was when the statement began."""
     if raw.sqlite:  # SQLite's BEGIN IMMEDIATE already holds the only write lock
-        return [_HEAD]
-    return [("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,)), _HEAD]
+        return [HEAD]
+    return [("SELECT pg_advisory_xact_lock(?)", (_CHAIN_LOCK,)), HEAD]
 
 
 def head_from(rows: Sequence[tuple[Any, ...]]) -> tuple[int, str]:
@@ -98,7 +100,8 @@ def record_action(session: Session, kind: str, now: dt.datetime, **fields: objec
     return append(session, Entry(kind=kind, at=now, recorded_at=now, **fields))  # type: ignore[arg-type]
 
 
-_INSERT_HEAD = f"INSERT INTO audit_entries (seq, prev_hash, entry_hash, {', '.join(_FIELDS)}) VALUES "
+_COLUMNS = ("seq", "prev_hash", "entry_hash", *_FIELDS)
+_INSERT_HEAD = f"INSERT INTO audit_entries ({', '.join(_COLUMNS)}) VALUES "
 _VALUES = f"({placeholders(3 + len(_FIELDS))})"
 _AT, _RECORDED_AT = _FIELDS.index("at"), _FIELDS.index("recorded_at")
 
@@ -124,6 +127,38 @@ def insert(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> None:
     for i in range(0, len(rows), _ROWS_PER_INSERT):
         chunk = rows[i : i + _ROWS_PER_INSERT]
         raw.rows(_INSERT_HEAD + ", ".join([_VALUES] * len(chunk)), [value for row in chunk for value in row])
+
+
+_APPEND_AFTER = "SELECT head_seq, head_hash FROM audit_append(?, ?, ?::json)"  # migration 0007
+_MOVES_TOLERATED = 20  # heads moved by other writers before one batch gives up (each move is one of their commits)
+
+
+def append_after(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> None:
+    """PostgreSQL, on an autocommitting connection (`rawsql.autocommitting`): put `entries` after `head`, read
+    without the chain's lock, in one statement that locks the chain, inserts and commits. If another writer moved
+    the head since it was read, the function inserts nothing and returns the head it found: the entries are hashed
+    again after that one. The decision batch thus never waits for the lock while it decides."""
+    for _ in range(_MOVES_TOLERATED):
+        rows = _chained_rows(raw, head, entries)
+        document = json.dumps([dict(zip(_COLUMNS, row, strict=True)) for row in rows], default=_iso)
+        found = head_from(raw.rows(_APPEND_AFTER, (head[0], head[1], document)))
+        if found == head:
+            return
+        head = found
+    raise ChainBusy(f"the audit chain's head moved {_MOVES_TOLERATED} times while {len(entries)} entries waited")
+
+
+class ChainBusy(DBAPIError):
+    """Other writers kept moving the chain's head: the entries were not logged (a database error to callers)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, Exception(message))
+
+
+def _iso(value: object) -> str:
+    if isinstance(value, dt.datetime):  # naive UTC, as `Raw.time_in` gives it to PostgreSQL
+        return value.isoformat()
+    raise TypeError(f"not JSON: {value!r}")
 
 
 def _chained_rows(raw: Raw, head: tuple[int, str], entries: Sequence[Entry]) -> list[tuple[Any, ...]]:

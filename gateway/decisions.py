@@ -1,8 +1,8 @@
 """The decision service: requests in, audited and signed answers out.
 
-Order matters: verify the token, gather facts, decide with the pure core, append the audit entries and
-commit, and only then sign and release the answers. Requests that arrive together are decided in one
-transaction and committed once (group commit): the answers wait for that commit, never the other way round.
+Order matters: verify the token, gather facts, decide with the pure core and sign, append the audit entries and
+commit, and only then release the answers. Requests that arrive together are decided together and their entries
+committed at once (group commit): the answers wait for that commit, never the other way round.
 A batch that cannot be logged is answered with denials (`not_logged`). A repeated nonce gets the answer
 recorded the first time, and no second entry.
 """
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core
 from gateway.badge_cache import VerifiedBadges
-from gateway.db.rawsql import Query, Raw, placeholders, transaction
+from gateway.db.rawsql import Query, Raw, autocommitting, placeholders, transaction
 from gateway.instance import Keyring
 from gateway.jsonlog import scan
 from gateway.site import Site, TimeWindow
@@ -182,36 +182,57 @@ class DecisionService:
             for r in requests
         ]
         claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
-        answers: list[contract.DecisionAnswer] = []
-        entries: list[audit.Entry] = []
         nonces = sorted({r.nonce for r in requests})
-        with transaction(self.engine) as raw:
-            # Every read of the batch and the audit chain's lock in one statement on PostgreSQL, then the
-            # chain's head, read once the lock is held (gateway/audit.py). The lock is thus held while the batch
-            # is decided too: that costs two workers a little overlap, and saves every batch a round trip.
-            *lock, head_query = audit.head_queries(raw)
-            reads = [(earlier_sql(len(nonces)), nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(claims)]
-            earlier_rows, level_rows, occupancy_rows, *fact_rows = raw.rows_combined([*reads, *lock])[: len(reads)]
-            head = audit.head_from(raw.rows(*head_query))
-            earlier = self._earlier_from(raw, earlier_rows, requests)
-            level = threat_level_from(level_rows, self.site)
-            occupancy: dict[str, int] = dict(occupancy_rows)
-            facts = facts_from(raw, fact_rows, claims)
-            now = self.clock()
-            decided: dict[str, contract.DecisionAnswer] = {}
-            for request, token in zip(requests, verified, strict=True):
-                answer = decided.get(request.nonce) or earlier.get(request.nonce)
-                if answer is None:
-                    answer, entry = self._decide_one(request, token, facts, keyring, level, occupancy, now, received)
-                    decided[request.nonce] = answer
-                    entries.append(entry)
-                answers.append(answer)
-            audit.insert(raw, head, entries)
+        reads = [(earlier_sql(len(nonces)), nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(claims)]
+        if self.engine.dialect.name == "postgresql":
+            # Two statements, each committed on its own: every read and the chain's head (read without its lock),
+            # then the entries, written by audit_append(), which locks the chain, checks the head and commits.
+            # Another worker's entries in between cost a second try of the write, not of the decisions.
+            with autocommitting(self.engine) as raw:
+                *results, head_rows = raw.rows_combined([*reads, audit.HEAD])
+                answers, entries = self._decide_batch(raw, requests, verified, claims, results, keyring, received)
+                if entries:
+                    audit.append_after(raw, audit.head_from(head_rows), entries)
+        else:
+            # SQLite: BEGIN IMMEDIATE holds its only write lock from the first read to the commit.
+            with transaction(self.engine) as raw:
+                *results, head_rows = raw.rows_combined([*reads, audit.HEAD])
+                answers, entries = self._decide_batch(raw, requests, verified, claims, results, keyring, received)
+                audit.insert(raw, audit.head_from(head_rows), entries)
         # Committed: only now may the answers leave.
         for a in answers:
             # The gate, reader and nonce go in as fields: the text format appends them, JSON carries them.
             log.info("decided %s %s", "allow" if a.allow else "deny", a.reason, extra=scan(a.gate, a.reader, a.nonce))
         return answers
+
+    def _decide_batch(
+        self,
+        raw: Raw,
+        requests: Sequence[contract.DecisionRequest],
+        verified: Sequence[core.BadgeClaims | core.TokenProblem],
+        claims: Sequence[core.BadgeClaims],
+        results: Sequence[Sequence[tuple[Any, ...]]],
+        keyring: Keyring,
+        received: dt.datetime,
+    ) -> tuple[list[contract.DecisionAnswer], list[audit.Entry]]:
+        """The answers to a batch, and the audit entries of the decisions taken now, from the rows of its reads."""
+        earlier_rows, level_rows, occupancy_rows, *fact_rows = results
+        earlier = self._earlier_from(raw, earlier_rows, requests)
+        level = threat_level_from(level_rows, self.site)
+        occupancy: dict[str, int] = dict(occupancy_rows)
+        facts = facts_from(raw, fact_rows, claims)
+        now = self.clock()
+        answers: list[contract.DecisionAnswer] = []
+        entries: list[audit.Entry] = []
+        decided: dict[str, contract.DecisionAnswer] = {}
+        for request, token in zip(requests, verified, strict=True):
+            answer = decided.get(request.nonce) or earlier.get(request.nonce)
+            if answer is None:
+                answer, entry = self._decide_one(request, token, facts, keyring, level, occupancy, now, received)
+                decided[request.nonce] = answer
+                entries.append(entry)
+            answers.append(answer)
+        return answers, entries
 
     def _decide_one(
         self,

@@ -2,8 +2,9 @@
 
 An ORM query costs about 0.3 ms of Python before the database sees it, and a session's begin and commit as
 much again; a decision batch ran nine statements, so the ORM alone capped a worker near 250 batches/s. The
-decision service runs its few statements (four on PostgreSQL) straight on the driver instead, in a transaction
-of its own (`transaction`), or inside a session's transaction (`Raw.of`). Statements are written with `?` placeholders
+decision service runs its few statements straight on the driver instead: on SQLite in a transaction of its own
+(`transaction`), on PostgreSQL as two statements that each commit on their own (`autocommitting`), or inside a
+session's transaction (`Raw.of`). Statements are written with `?` placeholders
 and rewritten for drivers that use `%s`. Times are stored exactly as SQLAlchemy stores them (see
 `UTCDateTime`), so ORM queries and these statements read and compare the same values. Driver errors are
 raised as SQLAlchemy's exception classes, so callers handle one family of database errors.
@@ -103,9 +104,7 @@ def transaction(engine: Engine) -> Iterator[Raw]:
     On SQLite the write lock is taken at the start (BEGIN IMMEDIATE), as the engine does for sessions.
     A connection that failed for any reason but a constraint is discarded rather than pooled again.
     """
-    pooled = engine.raw_connection()
-    raw = Raw(pooled.driver_connection, engine.dialect.name, engine.dialect.dbapi)
-    try:
+    with _pooled(engine) as (pooled, raw):
         if raw.sqlite:
             raw.rows("BEGIN IMMEDIATE")
         yield raw
@@ -113,6 +112,33 @@ def transaction(engine: Engine) -> Iterator[Raw]:
             pooled.commit()
         except engine.dialect.dbapi.Error as exc:  # type: ignore[union-attr]
             raise DBAPIError("COMMIT", (), exc) from exc
+
+
+@contextmanager
+def autocommitting(engine: Engine) -> Iterator[Raw]:
+    """PostgreSQL statements on a pooled driver connection, each its own transaction, committed (durably, with
+    the server's synchronous_commit) before it returns. No BEGIN and no COMMIT go over the wire: for a decision
+    batch that is two round trips fewer than `transaction`. For SQLite use `transaction`."""
+    if engine.dialect.name != "postgresql":
+        raise ValueError("autocommitting is for PostgreSQL")
+    with _pooled(engine) as (pooled, raw):
+        driver = pooled.driver_connection
+        driver.autocommit = True
+        try:
+            yield raw
+        finally:
+            if not driver.closed:
+                driver.autocommit = False  # back to the pool as the other users of the engine expect it
+
+
+@contextmanager
+def _pooled(engine: Engine) -> Iterator[tuple[Any, Raw]]:
+    """A pooled connection for the block, rolled back on error. One that failed for any reason but a constraint is
+    discarded rather than pooled again."""
+    pooled = engine.raw_connection()
+    raw = Raw(pooled.driver_connection, engine.dialect.name, engine.dialect.dbapi)
+    try:
+        yield pooled, raw
     except BaseException as exc:
         try:
             pooled.rollback()
