@@ -24,7 +24,7 @@ from gateway.badge_cache import DEFAULT_ENTRIES as DEFAULT_BADGE_CACHE
 from gateway.badge_cache import VerifiedBadges
 from gateway.broker_setup import GATEWAY_USER
 from gateway.checkpoints import CheckpointWriter
-from gateway.db.engine import make_engine, session_factory
+from gateway.db.engine import decision_engine, make_engine, session_factory
 from gateway.decision_worker import DecisionWorker
 from gateway.gate_events import GateEventWorker
 from gateway.heartbeat import INTERVAL_S as HEARTBEAT_S
@@ -75,7 +75,7 @@ class DecisionProcess:
         site = load_site(instance.settings.site_file)
         sessions = session_factory(make_engine(instance.settings.database_url))
         # Decisions give up on a locked audit within 1 s and deny (not_logged) while the reader still listens.
-        decision_sessions = session_factory(bound_lock_waits(make_engine(instance.settings.database_url, ping=False)))
+        decision_sessions = session_factory(bound_lock_waits(decision_engine(instance.settings.database_url)))
         keyring = ReloadingKeyring(instance.folder)
         self.metrics = DecisionMetrics()
         self.metrics_address = metrics_address

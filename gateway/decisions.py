@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gateway import audit, contract, core
 from gateway.badge_cache import VerifiedBadges
-from gateway.db.rawsql import Query, Raw, autocommitting, placeholders, transaction
+from gateway.db.rawsql import Query, Raw, autocommitting, transaction
 from gateway.instance import Keyring
 from gateway.jsonlog import scan
 from gateway.site import Site, TimeWindow
@@ -47,26 +47,27 @@ def current_occupancy(db: Session | Raw) -> dict[str, int]:
     return dict(Raw.of(db).rows(*OCCUPANCY_QUERY))
 
 
-def facts_queries(claims: Sequence[core.BadgeClaims]) -> list[Query]:
+def facts_queries(raw: Raw, claims: Sequence[core.BadgeClaims]) -> list[Query]:
     """The four set-based statements that read the facts of a batch's badges (none for no badge)."""
     if not claims:
         return []
-    badge_ids = sorted({c.badge_id for c in claims})
+    in_badges, badge_ids = raw.one_of("b.id", sorted({c.badge_id for c in claims}))
     holder_ids = sorted({c.holder_id for c in claims})
-    in_badges, in_holders = placeholders(len(badge_ids)), placeholders(len(holder_ids))
+    in_holders, holder_params = raw.one_of("h.id", holder_ids)
+    of_holders, holder_params = raw.one_of("holder_id", holder_ids)
     return [
         (
             "SELECT b.id, b.holder_id, r.id AS revocation FROM badges b LEFT JOIN revocations r ON r.badge_id = b.id "
-            f"WHERE b.id IN ({in_badges})",
+            f"WHERE {in_badges}",
             badge_ids,
         ),
         (
             "SELECT h.id, h.status, h.role, p.zone, p.since FROM holders h "
-            f"LEFT JOIN positions p ON p.holder_id = h.id WHERE h.id IN ({in_holders})",
-            holder_ids,
+            f"LEFT JOIN positions p ON p.holder_id = h.id WHERE {in_holders}",
+            holder_params,
         ),
-        (f"SELECT holder_id, kind, expires_at FROM qualifications WHERE holder_id IN ({in_holders})", holder_ids),
-        (f"SELECT holder_id, days, starts, ends FROM shifts WHERE holder_id IN ({in_holders}) ORDER BY id", holder_ids),
+        (f"SELECT holder_id, kind, expires_at FROM qualifications WHERE {of_holders}", holder_params),
+        (f"SELECT holder_id, days, starts, ends FROM shifts WHERE {of_holders} ORDER BY id", holder_params),
     ]
 
 
@@ -105,19 +106,25 @@ def facts_from(
 
 def facts_for_many(db: Session | Raw, claims: Sequence[core.BadgeClaims]) -> dict[str, core.HolderFacts]:
     raw = Raw.of(db)
-    return facts_from(raw, raw.rows_combined(facts_queries(claims)), claims)
+    return facts_from(raw, raw.rows_combined(facts_queries(raw, claims)), claims)
 
 
 def facts_for(db: Session | Raw, claims: core.BadgeClaims) -> core.HolderFacts:
     return facts_for_many(db, [claims])[claims.badge_id]
 
 
-def earlier_sql(nonces: int) -> str:
+def batch_reads(raw: Raw, nonces: Sequence[str], claims: Sequence[core.BadgeClaims]) -> list[Query]:
+    """Everything a batch's decisions read, in the order `DecisionService._decide_batch` takes the rows."""
+    return [earlier_query(raw, nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(raw, claims)]
+
+
+def earlier_query(raw: Raw, nonces: Sequence[str]) -> Query:
     """What the audit holds for a batch's nonces. By `ref` alone, the unique index: with `kind = 'decision'` in
     the WHERE too, SQLite walked the (kind, seq) index through every decision ever logged, per batch."""
+    condition, params = raw.one_of("ref", nonces)
     return (
-        "SELECT kind, ref, reader, gate, allow, reason, badge_id, at, expires_ms FROM audit_entries "
-        f"WHERE ref IN ({placeholders(nonces)})"
+        f"SELECT kind, ref, reader, gate, allow, reason, badge_id, at, expires_ms FROM audit_entries WHERE {condition}",
+        params,
     )
 
 
@@ -183,20 +190,19 @@ class DecisionService:
         ]
         claims = [v for v in verified if isinstance(v, core.BadgeClaims)]
         nonces = sorted({r.nonce for r in requests})
-        reads = [(earlier_sql(len(nonces)), nonces), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY, *facts_queries(claims)]
         if self.engine.dialect.name == "postgresql":
             # Two statements, each committed on its own: every read and the chain's head (read without its lock),
             # then the entries, written by audit_append(), which locks the chain, checks the head and commits.
             # Another worker's entries in between cost a second try of the write, not of the decisions.
             with autocommitting(self.engine) as raw:
-                *results, head_rows = raw.rows_combined([*reads, audit.HEAD])
+                *results, head_rows = raw.rows_combined([*batch_reads(raw, nonces, claims), audit.HEAD])
                 answers, entries = self._decide_batch(raw, requests, verified, claims, results, keyring, received)
                 if entries:
                     audit.append_after(raw, audit.head_from(head_rows), entries)
         else:
             # SQLite: BEGIN IMMEDIATE holds its only write lock from the first read to the commit.
             with transaction(self.engine) as raw:
-                *results, head_rows = raw.rows_combined([*reads, audit.HEAD])
+                *results, head_rows = raw.rows_combined([*batch_reads(raw, nonces, claims), audit.HEAD])
                 answers, entries = self._decide_batch(raw, requests, verified, claims, results, keyring, received)
                 audit.insert(raw, audit.head_from(head_rows), entries)
         # Committed: only now may the answers leave.
@@ -277,7 +283,7 @@ class DecisionService:
     def _earlier_from(
         self, raw: Raw, rows: Sequence[tuple[Any, ...]], requests: Sequence[contract.DecisionRequest]
     ) -> dict[str, contract.DecisionAnswer]:
-        """The answers already given to nonces of the batch (rows of `earlier_sql`)."""
+        """The answers already given to nonces of the batch (rows of `earlier_query`)."""
         by_nonce = {row[1]: row for row in rows if row[0] == "decision"}
         out = {}
         for request in requests:

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from gateway import audit, contract
 from gateway.audit_verify import verify_database
-from gateway.db.engine import make_engine, session_factory
+from gateway.db.engine import decision_engine, make_engine, session_factory
 from gateway.db.models import AuditEntry
 from gateway.decisions import DecisionService
 from gateway.instance import Instance
@@ -51,7 +51,7 @@ def another_writer(sessions: Any) -> None:
 
 
 def service(instance: Instance, site: Site, clock: Callable[[], dt.datetime] = _now) -> DecisionService:
-    engine = bound_lock_waits(make_engine(instance.settings.database_url, ping=False), wait_ms=200)
+    engine = bound_lock_waits(decision_engine(instance.settings.database_url), wait_ms=200)
     return DecisionService(
         site=site,
         keyring=lambda: instance.keyring,

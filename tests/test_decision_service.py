@@ -12,7 +12,8 @@ from gateway import badges, contract
 from gateway.audit_verify import verify_database
 from gateway.db.engine import make_engine, session_factory, upgrade
 from gateway.db.models import AuditEntry
-from gateway.decisions import earlier_sql
+from gateway.db.rawsql import Raw
+from gateway.decisions import earlier_query
 from tests.factories import badged_holder, decision_service
 
 NOW = dt.datetime(2026, 7, 26, 19, 30, tzinfo=dt.UTC)
@@ -142,6 +143,23 @@ def test_the_nonce_look_up_reads_the_unique_nonce_index_not_every_decision(tmp_p
     url = f"sqlite:///{tmp_path / 'plan.db'}"
     upgrade(url)
     with make_engine(url).connect() as conn:
-        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + earlier_sql(3), ("a", "b", "c")).all()
+        statement, params = earlier_query(Raw(None, "sqlite", None), ["a", "b", "c"])
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, tuple(params)).all()
     [(*_, step)] = plan
     assert step.startswith("SEARCH audit_entries USING INDEX") and step.endswith("(ref=?)"), step
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_on_postgresql_a_batch_reads_with_one_statement_text_whatever_its_size_and_by_the_nonce_index(
+    instance,  # type: ignore[no-untyped-def]
+) -> None:
+    raw = Raw(None, "postgresql", None)
+    one, three = earlier_query(raw, ["a"]), earlier_query(raw, ["a", "b", "c"])
+    assert one[0] == three[0] and three[1] == [["a", "b", "c"]]  # one array: one prepared statement for all sizes
+    engine = make_engine(instance.settings.database_url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET enable_seqscan = off")  # a tiny table: ask whether the index can serve at all
+        statement, params = earlier_query(raw, ["a", "b", "c"])
+        plan = conn.exec_driver_sql("EXPLAIN " + statement.replace("?", "%s"), tuple(params)).scalars().all()
+    engine.dispose()
+    assert any("uq_audit_ref" in line for line in plan), plan

@@ -17,7 +17,7 @@ from gateway.core import BadgeClaims
 from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import Assignment, Holder, Occupancy, Position, Qualification, Shift
 from gateway.db.rawsql import Raw, transaction
-from gateway.decisions import OCCUPANCY_QUERY, THREAT_LEVEL_QUERY, earlier_sql, facts_from, facts_queries
+from gateway.decisions import OCCUPANCY_QUERY, THREAT_LEVEL_QUERY, earlier_query, facts_from, facts_queries
 from gateway.instance import Instance
 from gateway.site import Site
 from tests.factories import badged_holder
@@ -70,8 +70,8 @@ def test_facts_read_in_one_statement_are_the_facts_read_one_by_one(
         )
     claims = [claims_of(instance, site, b.token) for b in (placed, revoked, bare)]
     with transaction(engine) as raw:
-        one_by_one = facts_from(raw, [raw.rows(*q) for q in facts_queries(claims)], claims)
-        combined = facts_from(raw, raw.rows_combined(facts_queries(claims)), claims)
+        one_by_one = facts_from(raw, [raw.rows(*q) for q in facts_queries(raw, claims)], claims)
+        combined = facts_from(raw, raw.rows_combined(facts_queries(raw, claims)), claims)
     assert combined == one_by_one
     facts = combined[placed.id]
     assert facts.qualifications == {"ops_room_clearance": NOW, "firearms": None}
@@ -90,7 +90,7 @@ def test_the_batch_reads_in_one_statement_read_what_they_read_one_by_one(
     with transaction(engine) as raw:
         # Some nonces of the audit (the badge's issue left entries) and one that is not there.
         refs = [r[0] for r in raw.rows("SELECT ref FROM audit_entries WHERE ref IS NOT NULL")] + ["no-such-nonce"]
-        reads = [(earlier_sql(len(refs)), refs), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY]
+        reads = [earlier_query(raw, refs), THREAT_LEVEL_QUERY, OCCUPANCY_QUERY]
         plain = [raw.rows(*q) for q in reads]
         combined = raw.rows_combined(reads)
     assert [[_comparable(raw, row) for row in rows] for rows in combined] == [

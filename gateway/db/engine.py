@@ -31,6 +31,31 @@ def make_engine(url: str, *, ping: bool = True) -> Engine:
     return engine
 
 
+def decision_engine(url: str) -> Engine:
+    """The decision path's engine: `make_engine(url, ping=False)`, and on PostgreSQL reads by index only.
+
+    Its statements are prepared by psycopg and, after five runs, kept with one generic plan, made from the
+    statistics of that moment. From a young audit (or with autovacuum off, where no ANALYZE ever comes) the plan
+    for a batch's nonce look-up was a scan of the whole audit: 9.7-17.8 ms a decision at 500/s once it held
+    20,000 entries (docs/performance.md). Every read of a batch has an index to go by, so the planner is told to
+    take it (enable_seqscan off still lets it scan a table that has no usable index). JIT is off as well: the
+    penalty enable_seqscan puts on such a scan (the occupancy table's) lifts a plan's cost past jit_above_cost,
+    and compiling took longer than any decision may."""
+    engine = make_engine(url, ping=False)
+    if engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _reads_by_index)
+    return engine
+
+
+def _reads_by_index(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("SET enable_seqscan = off")
+    cur.execute("SET jit = off")
+    cur.execute("SET plan_cache_mode = force_generic_plan")
+    cur.close()
+    dbapi_conn.commit()  # psycopg opened a transaction for the SET; end it so the setting is the session's
+
+
 def _refuse_if_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
     # An idle connection has nothing to read, unless the server wrote its last words (FATAL) and hung up.
     # poll, not select: select refuses file descriptors above 1023.

@@ -60,6 +60,15 @@ class Raw:
         a ~50 us round trip saves). Independent reads on the hot path go in one statement (`rows_combined`)."""
         return [self.rows(statement, params) for statement, params in queries]
 
+    def one_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """`column` equal to one of `values`: a condition and its parameters. On PostgreSQL `= ANY(?)` with one
+        array, so a statement's text is the same whatever the batch's size: psycopg converts it once and the
+        server keeps one prepared plan (an IN list made a statement per size, and past 50 parameters psycopg
+        stopped caching its conversion). SQLite takes no arrays: an IN list there."""
+        if self.sqlite:
+            return f"{column} IN ({placeholders(len(values))})", list(values)
+        return f"{column} = ANY(?)", [list(values)]
+
     def rows_combined(self, queries: Sequence[Query]) -> list[list[tuple[Any, ...]]]:
         """The rows of several independent reads, as `rows` would return them. On PostgreSQL they run as one
         statement (each read aggregated to JSON): psycopg costs ~40 us of Python per statement, in a pipeline or
