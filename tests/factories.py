@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import Engine
+
 from gateway import badges
 from gateway.db.engine import make_engine, session_factory
 from gateway.db.models import Badge
@@ -13,12 +15,15 @@ from gateway.instance import Instance
 from gateway.site import Site
 
 
-def decision_service(instance: Instance, site: Site, clock: Callable[[], dt.datetime]) -> DecisionService:
+def decision_service(
+    instance: Instance, site: Site, clock: Callable[[], dt.datetime], engine: Engine | None = None
+) -> DecisionService:
+    """The instance's decision service; on `engine` when given (the decision process's own, say)."""
     return DecisionService(
         site=site,
         keyring=lambda: instance.keyring,
         issuer=instance.settings.issuer,
-        sessions=session_factory(make_engine(instance.settings.database_url)),
+        sessions=session_factory(engine or make_engine(instance.settings.database_url)),
         clock=clock,
     )
 

@@ -26,7 +26,7 @@ from gateway.decisions import DecisionService
 from gateway.instance import Instance
 from gateway.lock_waits import bound_lock_waits
 from gateway.site import Site
-from tests.factories import badged_holder
+from tests.factories import badged_holder, decision_service
 
 on_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 ZONES = ["STADIUM-PERIMETER"]
@@ -52,13 +52,7 @@ def another_writer(sessions: Any) -> None:
 
 def service(instance: Instance, site: Site, clock: Callable[[], dt.datetime] = _now) -> DecisionService:
     engine = bound_lock_waits(decision_engine(instance.settings.database_url), wait_ms=200)
-    return DecisionService(
-        site=site,
-        keyring=lambda: instance.keyring,
-        issuer=instance.settings.issuer,
-        sessions=session_factory(engine),
-        clock=clock,
-    )
+    return decision_service(instance, site, clock, engine)
 
 
 def ask(badge_token: str) -> contract.DecisionRequest:

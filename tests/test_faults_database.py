@@ -34,7 +34,7 @@ from gateway.instance import Instance
 from gateway.lock_waits import bound_lock_waits
 from gateway.site import Site
 from tests.conftest import PG_URL
-from tests.factories import badged_holder
+from tests.factories import badged_holder, decision_service
 
 READER = "STA-G1-IN"
 ZONES = ["STADIUM-PERIMETER"]
@@ -50,13 +50,7 @@ def service_for(instance: Instance, site: Site, url: str, *, bounded: bool) -> D
     engine = decision_engine(url)  # as the decision process makes it
     if bounded:
         bound_lock_waits(engine)
-    return DecisionService(
-        site=site,
-        keyring=lambda: instance.keyring,
-        issuer=instance.settings.issuer,
-        sessions=session_factory(engine),
-        clock=_now,
-    )
+    return decision_service(instance, site, _now, engine)
 
 
 def request(badge: Badge) -> contract.DecisionRequest:
