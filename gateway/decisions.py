@@ -54,7 +54,7 @@ def facts_queries(raw: Raw, claims: Sequence[core.BadgeClaims]) -> list[Query]:
     in_badges, badge_ids = raw.one_of("b.id", sorted({c.badge_id for c in claims}))
     holder_ids = sorted({c.holder_id for c in claims})
     in_holders, holder_params = raw.one_of("h.id", holder_ids)
-    of_holders, holder_params = raw.one_of("holder_id", holder_ids)
+    of_holders, _ = raw.one_of("holder_id", holder_ids)  # the same parameters, for a bare column name
     return [
         (
             "SELECT b.id, b.holder_id, r.id AS revocation FROM badges b LEFT JOIN revocations r ON r.badge_id = b.id "
