@@ -79,7 +79,8 @@ def head_from(rows: Sequence[tuple[Any, ...]]) -> tuple[int, str]:
 
 def _head(raw: Raw) -> tuple[int, str]:
     """Lock the chain for this transaction and return its last (seq, hash)."""
-    return head_from(raw.rows_many(head_queries(raw))[-1])
+    rows = [raw.rows(*query) for query in head_queries(raw)]  # in order: the lock, then the head
+    return head_from(rows[-1])
 
 
 def append(session: Session, entry: Entry) -> AuditEntry:

@@ -36,8 +36,8 @@ def decision_engine(url: str) -> Engine:
 
     Its statements are prepared by psycopg and, after five runs, kept with one generic plan, made from the
     statistics of that moment. From a young audit (or with autovacuum off, where no ANALYZE ever comes) the plan
-    for a batch's nonce look-up was a scan of the whole audit: 9.7-17.8 ms a decision at 500/s once it held
-    20,000 entries (docs/performance.md). Every read of a batch has an index to go by, so the planner is told to
+    for a batch's nonce look-up was a scan of the whole audit: a p50 of 9.7-17.8 ms at 500/s once it held some
+    thousands of entries (docs/performance.md). Every read of a batch has an index to go by, so the planner is told to
     take it (enable_seqscan off still lets it scan a table that has no usable index). JIT is off as well: the
     penalty enable_seqscan puts on such a scan (the occupancy table's) lifts a plan's cost past jit_above_cost,
     and compiling took longer than any decision may."""

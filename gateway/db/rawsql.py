@@ -54,12 +54,6 @@ class Raw:
         finally:
             cur.close()
 
-    def rows_many(self, queries: Sequence[Query]) -> list[list[tuple[Any, ...]]]:
-        """The rows of several statements, each run after the one before. One round trip each: psycopg's pipeline
-        mode, which sends them together, measured slower here for a few statements (its Python costs more than
-        a ~50 us round trip saves). Independent reads on the hot path go in one statement (`rows_combined`)."""
-        return [self.rows(statement, params) for statement, params in queries]
-
     def one_of(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
         """`column` equal to one of `values`: a condition and its parameters. On PostgreSQL `= ANY(?)` with one
         array, so a statement's text is the same whatever the batch's size: psycopg converts it once and the
