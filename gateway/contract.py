@@ -410,6 +410,11 @@ def key_id(public_key: Ed25519PublicKey) -> str:
     return _thumbprint(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
 
 
+def signing_key_id(private_key: Ed25519PrivateKey) -> str:
+    """`key_id` of a private key's public half (without deriving that half again at every call)."""
+    return _thumbprint(ed25519.public_raw(private_key))
+
+
 @functools.lru_cache(maxsize=64)  # every answer names its key: hash each key once, not per answer
 def _thumbprint(raw: bytes) -> str:
     canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": b64url(raw)}, separators=(",", ":"))
@@ -871,7 +876,9 @@ _Signed = TypeVar("_Signed", DecisionAnswer, SiteMessage, OfflineAnswer, GuardAn
 
 def _signed(message: _Signed, private_key: Ed25519PrivateKey) -> _Signed:
     """The message with `kid` naming the key and `sig` over every other field (its signing_bytes)."""
-    unsigned = replace(message, kid=key_id(private_key.public_key()), sig="")
+    kid = signing_key_id(private_key)
+    # A message built with its kid and no sig (the decision service's answers) is signed as it is: one copy fewer.
+    unsigned = message if message.kid == kid and not message.sig else replace(message, kid=kid, sig="")
     return replace(unsigned, sig=b64url(ed25519.sign(private_key, unsigned.signing_bytes())))
 
 

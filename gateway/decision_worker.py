@@ -14,13 +14,11 @@ import logging
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway import contract
 from gateway.decisions import DecisionService
 from gateway.mqtt_inbox import InboxWorker, Refused, reply_correlation
-from gateway.mqttlink import BrokerAddress
+from gateway.mqttlink import BrokerAddress, reply_properties
 from gateway.rate_limit import ReaderRateLimit
 
 log = logging.getLogger(__name__)
@@ -94,7 +92,6 @@ class DecisionWorker(InboxWorker):
             return
         answers = self.service.answer_many([request for request, _ in accepted])
         for (request, correlation), answer in zip(accepted, answers, strict=True):
-            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            out.CorrelationData = correlation if correlation else request.nonce.encode()
+            out = reply_properties(correlation if correlation else request.nonce.encode())
             self.client.publish(contract.answer_topic(request.reader), answer.to_json(), qos=1, properties=out)
         self.handled += len(accepted)

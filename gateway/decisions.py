@@ -327,6 +327,7 @@ class DecisionService:
         keyring: Keyring | None = None,
     ) -> contract.DecisionAnswer:
         now_ms = int(audit.to_ms(now).timestamp() * 1000)
+        key = (keyring or self.keyring()).decision_signing
         return contract.sign_answer(
             contract.DecisionAnswer(
                 reader=reader,
@@ -337,7 +338,7 @@ class DecisionService:
                 badge=badge_id,
                 decided_ms=now_ms,
                 expires_ms=now_ms + contract.ANSWER_TTL_MS,
-                kid="",
+                kid=contract.signing_key_id(key),
             ),
-            (keyring or self.keyring()).decision_signing,
+            key,
         )

@@ -28,7 +28,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.contract import b64url, key_id
+from gateway.contract import b64url, signing_key_id
 from gateway.tokens import badge_key_id
 
 
@@ -67,7 +67,7 @@ class Keyring:
 
     @property
     def decision_kid(self) -> str:
-        return key_id(self.decision_signing.public_key())
+        return signing_key_id(self.decision_signing)
 
     def jwks(self) -> dict[str, Any]:
         """Public keys as a JWK Set (RFC 7517/8037); `use` says which kind of signature each verifies."""

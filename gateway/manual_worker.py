@@ -9,13 +9,11 @@ from __future__ import annotations
 import logging
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from gateway import contract
 from gateway.manual_decisions import GuardDesk
 from gateway.mqtt_inbox import InboxWorker, Refused, reply_correlation
-from gateway.mqttlink import BrokerAddress
+from gateway.mqttlink import BrokerAddress, reply_properties
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +57,6 @@ class GuardWorker(InboxWorker):
             except Exception:  # one bad request must not stop the others; the page times out
                 log.exception("guard request %s of reader %s failed", request.op, request.reader)
                 continue
-            out = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            out.CorrelationData = correlation if correlation else request.nonce.encode()
+            out = reply_properties(correlation if correlation else request.nonce.encode())
             self.client.publish(contract.guard_answer_topic(request.reader), answer.to_json(), qos=1, properties=out)
             self.handled += 1

@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway import ed25519
-from gateway.contract import MAX_TOKEN_CHARS, key_id
+from gateway.contract import MAX_TOKEN_CHARS, key_id, signing_key_id
 from gateway.core import BadgeClaims, Reason, TokenProblem
 
 BADGE_TYP = "badge"
@@ -62,7 +62,7 @@ def issue_token(
         "nbf": not_before,
         "exp": expires,
     }
-    headers = {"kid": badge_key_id(private_key.public_key()), "typ": BADGE_TYP}
+    headers = {"kid": signing_key_id(private_key)[:KID_CHARS], "typ": BADGE_TYP}
     return jwt.encode(claims, private_key, algorithm=ALGORITHM, headers=headers)
 
 

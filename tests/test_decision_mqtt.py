@@ -247,3 +247,22 @@ def test_a_reader_whose_clock_is_minutes_off_still_takes_genuine_answers(  # typ
         assert link.rejected == 0
     finally:
         link.stop()
+
+
+def test_reply_properties_are_what_paho_builds_and_leave_the_template_empty() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from gateway.mqttlink import reply_properties
+
+    for correlation in (b"a" * 32, secrets.token_bytes(16)):
+        built = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        built.CorrelationData = correlation
+        ours = reply_properties(correlation)
+        assert ours.pack() == built.pack()  # type: ignore[no-untyped-call]
+        assert ours.CorrelationData == correlation
+    assert reply_properties(b"z").pack() != reply_properties(b"y").pack()  # type: ignore[no-untyped-call]
+    from gateway import mqttlink
+
+    empty = Properties(PacketTypes.PUBLISH).pack()  # type: ignore[no-untyped-call]
+    assert mqttlink._REPLY_TEMPLATE.pack() == empty  # type: ignore[no-untyped-call]

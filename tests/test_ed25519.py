@@ -6,7 +6,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway import ed25519
+from gateway import contract, ed25519
 
 
 def test_signatures_are_the_same_as_openssl_makes_and_each_side_accepts_the_other() -> None:
@@ -54,3 +54,10 @@ def test_keys_are_told_apart_even_when_one_is_replaced_by_a_new_object() -> None
     third = Ed25519PrivateKey.generate()
     assert ed25519.sign(third, message) == third.sign(message)
     assert ed25519.sign(second, message) == second.sign(message)
+
+
+def test_the_public_half_and_kid_of_a_private_key_are_those_openssl_derives() -> None:
+    for _ in range(20):
+        key = Ed25519PrivateKey.generate()
+        assert ed25519.public_raw(key) == key.public_key().public_bytes_raw()
+        assert contract.signing_key_id(key) == contract.key_id(key.public_key())
