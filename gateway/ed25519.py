@@ -1,6 +1,7 @@
 """Ed25519 signatures made and checked by libsodium (PyNaCl): the decision path's cryptography.
 
-Keys stay `cryptography` objects everywhere else (key files, JWKs, thumbprints). Each decision checks one badge
+Keys stay `cryptography` objects everywhere else (key files, JWKs, thumbprints); a signing key's public half, which
+names it in every answer (`kid`), is read from libsodium's form of the key. Each decision checks one badge
 signature and makes one answer signature, and readers check every answer: libsodium does each about twice as
 fast as OpenSSL on this machine and lets other threads run meanwhile (docs/performance.md). It is the same
 algorithm (RFC 8032) with the same signatures, and libsodium is the stricter checker: it also refuses
