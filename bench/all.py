@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # name -> (full arguments, quick arguments), in the order they run (the soak last: it is the longest).
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "decisions": ([], ["--quick", "--databases", "sqlite"]),
+    "db_floor": (["--database", "postgresql"], ["--database", "sqlite", "--seconds", "1"]),
     "audit": ([], ["--entries", "20000"]),
     "decode": ([], ["--quick"]),
     "desk_batch": ([], ["--holders", "200", "--contingents", "4"]),

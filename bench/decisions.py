@@ -35,6 +35,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from bench.db_floor import Floor, measure_floor  # noqa: E402
 from bench.mqtt_wire import WireClient, publish_packet, selector_for  # noqa: E402
 from gateway import badges, contract  # noqa: E402
 from gateway.broker_setup import GATEWAY_USER, free_port, start_mosquitto, write_broker_files  # noqa: E402
@@ -365,7 +366,9 @@ def row(label: str, r: Result) -> str:
     return f"| {label} | {r.sent} | {r.answered} | {r.rate:,.0f} | {r.pct(50):.2f} | {r.pct(99):.2f} |"
 
 
-def against_targets(floor: dict[int, Result], closed: dict[int, Result], one_worker: dict[int, Result]) -> list[str]:
+def against_targets(
+    floor: dict[int, Result], closed: dict[int, Result], one_worker: dict[int, Result], db_floor: Floor | None
+) -> list[str]:
     """Issue 4's speed targets, as this run measured them (one worker unless said)."""
     out = [f"targets: closed loop, one worker {closed[1].rate:,.0f}/s (at least 2,000/s)"]
     if 2000 in one_worker:
@@ -378,6 +381,13 @@ def against_targets(floor: dict[int, Result], closed: dict[int, Result], one_wor
             f"targets: at 500/s p50 {r.pct(50):.2f} ms, {r.pct(50) / echo.pct(50):.1f}x the echo's "
             f"{echo.pct(50):.2f} ms (3x at most)"
         )
+        if db_floor is not None:
+            least = echo.pct(50) + db_floor.read_ms + db_floor.commit_ms
+            out.append(
+                f"floor: at 500/s the echo's {echo.pct(50):.2f} ms + a read {db_floor.read_ms:.2f} ms + a durable "
+                f"one-row commit {db_floor.commit_ms:.2f} ms = {least:.2f} ms, {least / echo.pct(50):.1f}x the echo, "
+                "before any decision work (bench/db_floor.py)"
+            )
     gain = 100 * (closed[2].rate / closed[1].rate - 1) if closed[1].rate else float("nan")
     out.append(f"targets: two workers against one, closed loop {gain:+.0f}%")
     return out
@@ -452,7 +462,8 @@ def main() -> None:
                                 at_rate[rate] = r
                     finally:
                         stop(procs)
-                print("\n" + "\n".join(against_targets(floor, closed, at_rate)))
+                db_floor = measure_floor(url, 500, seconds / 2) if 500 in rates else None
+                print("\n" + "\n".join(against_targets(floor, closed, at_rate, db_floor)))
             finally:
                 broker.terminate()
                 if schema:
