@@ -70,7 +70,7 @@ def measure_floor(url: str, rate: int = 500, seconds: float = 5.0) -> Floor:
 
         def commit() -> None:
             n = next(counter)
-            if sqlite:  # autocommit off in the driver (the gateway's setting): the transaction is spelled out
+            if sqlite:  # the driver opens no transaction itself (the gateway's setting): this one is spelled out
                 cur.execute("BEGIN IMMEDIATE")
                 cur.execute(f"INSERT INTO {PROBE_TABLE} (id, ref) VALUES (?, ?)", (n, f"nonce-{n:032d}"))
                 cur.execute("COMMIT")
