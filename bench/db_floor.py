@@ -86,11 +86,21 @@ def measure_floor(url: str, rate: int = 500, seconds: float = 5.0) -> Floor:
         engine.dispose()
 
 
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
-    parser.add_argument("--rate", type=int, default=500)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rate", type=_positive(int), default=500, help="statements per second")
+    parser.add_argument("--seconds", type=_positive(float), default=5.0, help="per kind of statement")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if opts.database == "sqlite":
